@@ -1,0 +1,1 @@
+"""Datasets, long-tailed subsets, the validation split, batched augmentation."""

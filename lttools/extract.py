@@ -1,0 +1,72 @@
+"""Run the frozen backbone (eval mode: BatchNorm statistics fixed) over every split once and
+stream the penultimate features into the feature store."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from lttools.data.augment import random_crop_flip
+from lttools.data.prepared import Splits
+from lttools.errors import check_range
+from lttools.features import FeatureBatch, StoreLayout, sha256_file, write_store
+from lttools.models import CifarResNet
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    views: int = 2  # augmented views of each training image, besides the clean one
+    flip_test: bool = True
+    batch_size: int = 512
+    crop_pad: int = 4
+    dtype: str = "float32"
+    seed: int = 0
+
+    def validate(self) -> None:
+        check_range("features.views", self.views, low=0)
+        check_range("features.batch_size", self.batch_size, low=1)
+        check_range("features.crop_pad", self.crop_pad, low=0)
+
+
+def _feature_batches(model: CifarResNet, splits: Splits, cfg: ExtractConfig,
+                     quiet: bool) -> Iterator[FeatureBatch]:
+    dev = next(model.parameters()).device
+    plan = [("train", 0, "clean")] + [("train", v, "augmented") for v in range(1, cfg.views + 1)]
+    plan += [("val", 0, "clean"), ("test", 0, "clean")]
+    if cfg.flip_test:
+        plan.append(("test", 1, "flipped"))
+    total = sum(len(splits.labels[s]) for s, _, _ in plan)
+    bar = tqdm(total=total, desc="features", unit="img", disable=quiet)
+    model.eval()
+    with torch.no_grad():
+        for split, view, kind in plan:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + view)
+            images = splits.images[split]
+            for i in range(0, len(images), cfg.batch_size):
+                x = torch.from_numpy(images[i:i + cfg.batch_size]).to(dev)
+                if kind == "augmented":
+                    x = random_crop_flip(x, cfg.crop_pad, gen, flip=True)
+                elif kind == "flipped":
+                    x = x.flip(3)
+                yield split, view, i, model.features(x).float().cpu().numpy()
+                bar.update(len(x))
+    bar.close()
+
+
+def extract_to_store(model: CifarResNet, splits: Splits, checkpoint: str | Path, out: str | Path,
+                     cfg: ExtractConfig, quiet: bool = False) -> None:
+    cfg.validate()
+    layout = StoreLayout(
+        labels=splits.labels,
+        views={"train": 1 + cfg.views, "val": 1, "test": 2 if cfg.flip_test else 1},
+        head_weight=model.fc.weight.detach().cpu().numpy(),
+        head_bias=model.fc.bias.detach().cpu().numpy(),
+        class_counts=splits.class_counts)
+    meta = {k: v for k, v in splits.meta.items() if k != "seed"}
+    attrs = {**meta, "data_seed": splits.meta.get("seed", 0), "arch": model.arch_name,
+             "checkpoint_sha256": sha256_file(checkpoint), "views": cfg.views,
+             "torch_version": torch.__version__.split("+")[0]}
+    write_store(out, layout, attrs, _feature_batches(model, splits, cfg, quiet), cfg.dtype)

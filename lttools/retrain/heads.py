@@ -1,0 +1,93 @@
+"""Classifier parametrisations, each holding H heads at once as batched tensors.
+
+Every parametrisation starts from the stage-1 head (W0 [K, D], b0 [K]) and maps features
+x ([N, D] shared by all heads, or [H, B, D] one batch per head) to logits [H, N|B, K].
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]
+HP = dict[str, torch.Tensor]
+
+
+def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x [N, D] or [H, B, D]; w [H, K, D] or [K, D]; b [H, K] or [K] -> [H, N|B, K]."""
+    if w.dim() == 2:
+        w, b = w[None], b[None]
+    return torch.matmul(x, w.transpose(-1, -2)) + b[:, None, :]
+
+
+class Linear:
+    """W, b trained directly; `reinit` draws a fresh head as torch's nn.Linear would (cRT)."""
+
+    def init(self, w0: torch.Tensor, b0: torch.Tensor, heads: int, reinit: bool,
+             gens: list[torch.Generator]) -> Params:
+        if not reinit:
+            return {"w": w0.expand(heads, -1, -1).clone(), "b": b0.expand(heads, -1).clone()}
+        k, d = w0.shape
+        bound = 1 / math.sqrt(d)
+        w = torch.stack([torch.rand(k, d, generator=g) for g in gens]) * 2 * bound - bound
+        b = torch.stack([torch.rand(k, generator=g) for g in gens]) * 2 * bound - bound
+        return {"w": w.to(w0), "b": b.to(b0)}
+
+    def logits(self, p: Params, frozen: Params, x: torch.Tensor, hp: HP) -> torch.Tensor:
+        return _affine(x, p["w"], p["b"])
+
+    def linear(self, p: Params, frozen: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return p["w"], p["b"]
+
+
+class LearnableWeightScaling:
+    """LWS: W0, b0 frozen; one learned scale per class, s_j z_j, starting at 1."""
+
+    def init(self, w0, b0, heads, reinit, gens) -> Params:
+        return {"s": torch.ones(heads, w0.shape[0], dtype=w0.dtype, device=w0.device)}
+
+    def logits(self, p, frozen, x, hp):
+        return p["s"][:, None, :] * _affine(x, frozen["w"], frozen["b"])
+
+    def linear(self, p, frozen):
+        return p["s"][:, :, None] * frozen["w"][None], p["s"] * frozen["b"][None]
+
+
+class Cosine:
+    """Normalised (cosine) head, as LDAM uses: scale * cos(x, w_j); no bias."""
+
+    def init(self, w0, b0, heads, reinit, gens) -> Params:
+        return {"w": w0.expand(heads, -1, -1).clone()}
+
+    def logits(self, p, frozen, x, hp):
+        xn = F.normalize(x, dim=-1)
+        wn = F.normalize(p["w"], dim=-1)
+        return hp["scale"][:, None, None] * torch.matmul(xn, wn.transpose(-1, -2))
+
+    def linear(self, p, frozen):
+        return None
+
+
+class DistributionAlignment:
+    """DisAlign: (1 + c(x) a_j) z_j + c(x) b_j with confidence c(x) = sigmoid(v x + v0);
+    z from the frozen stage-1 head. Starts at a = b = 0, v = 0."""
+
+    def init(self, w0, b0, heads, reinit, gens) -> Params:
+        k, d = w0.shape
+        z = dict(dtype=w0.dtype, device=w0.device)
+        return {"a": torch.zeros(heads, k, **z), "b": torch.zeros(heads, k, **z),
+                "v": torch.zeros(heads, d, **z), "v0": torch.zeros(heads, **z)}
+
+    def logits(self, p, frozen, x, hp):
+        z = _affine(x, frozen["w"], frozen["b"])
+        conf = torch.sigmoid(torch.matmul(x, p["v"][:, :, None])[..., 0] + p["v0"][:, None])
+        conf = conf[..., None]
+        return (1 + conf * p["a"][:, None, :]) * z + conf * p["b"][:, None, :]
+
+    def linear(self, p, frozen):
+        return None
+
+
+HEADS = {"linear": Linear(), "lws": LearnableWeightScaling(), "cosine": Cosine(),
+         "disalign": DistributionAlignment()}

@@ -1,0 +1,133 @@
+"""The 16 stage-2 methods, each a few lines over `pieces`. Formulas: shared/reference/methods.md."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lttools.retrain import pieces as P
+from lttools.retrain.registry import Method, Param, register
+
+EPS = Param(0.98, "label-smoothing epsilon: target (1-eps) onehot + eps/K", 0, 1, True, False)
+BETA = Param(0.9999, "effective-number beta; -> 1 gives inverse frequency", 0, 1, True, False)
+
+
+def _class_balanced_sampling(counts, hp, epoch, epochs, heads):
+    return P.power_class_probs(counts, torch.zeros(heads))
+
+
+def _cb_weights(counts, hp, epoch, epochs):
+    return P.effective_number_weights(counts, hp["beta"])
+
+
+register(Method(
+    "ce", "cross-entropy, instance-balanced sampling (the baseline)", needs_prior=False))
+
+register(Method(
+    "los", "Label Over-Smooth: label smoothing with a very large eps (0.98), prior-free",
+    needs_prior=False, params={"eps": EPS},
+    loss=lambda z, y, hp, counts: P.smoothed_ce(z, y, hp["eps"])))
+
+register(Method(
+    "label_smoothing", "label smoothing with the usual small eps",
+    needs_prior=False, params={"eps": Param(0.1, EPS.help, 0, 1, True, False)},
+    loss=lambda z, y, hp, counts: P.smoothed_ce(z, y, hp["eps"])))
+
+register(Method(
+    "cb_reweight", "class-balanced re-weighting by the effective number (Cui et al.)",
+    needs_prior=True, params={"beta": BETA}, class_weights=_cb_weights))
+
+register(Method(
+    "focal", "focal loss, softmax form: -(1-p_y)^gamma log p_y",
+    needs_prior=False, params={"gamma": Param(1.0, "focusing parameter", 0, 10)},
+    loss=lambda z, y, hp, counts: P.focal(z, y, hp["gamma"])))
+
+register(Method(
+    "crt", "classifier re-training (cRT): re-initialised head, class-balanced sampling",
+    needs_prior=True, reinit=True, sampling=_class_balanced_sampling,
+    train_defaults={"lr": 0.05}))
+
+register(Method(
+    "sqrt_sampling", "square-root sampling: class j drawn with probability ∝ n_j^q",
+    needs_prior=True, params={"q": Param(0.5, "sampling exponent (1 instance, 0 class)", 0, 1)},
+    sampling=lambda counts, hp, epoch, epochs, heads: P.power_class_probs(counts, hp["q"])))
+
+register(Method(
+    "progressive_sampling",
+    "progressively-balanced sampling: (1-t/T) instance- + (t/T) class-balanced (Kang et al.)",
+    needs_prior=True,
+    sampling=lambda counts, hp, epoch, epochs, heads: P.progressive_class_probs(
+        counts, epoch, epochs, heads)))
+
+register(Method(
+    "lws", "learnable weight scaling: W, b frozen, one scale per class, class-balanced sampling",
+    needs_prior=True, head="lws", sampling=_class_balanced_sampling,
+    train_defaults={"lr": 0.05}))
+
+register(Method(
+    "tau_norm", "tau-normalisation: z_j / ||w_j||^tau (bias scaled with its row), post-hoc",
+    needs_prior=False,
+    params={"tau": Param([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0],
+                         "normalisation power, chosen on validation", 0, 2)},
+    posthoc=lambda w, b, hp, counts: P.tau_normalise(w, b, hp["tau"]),
+    train_defaults={"epochs": 0}))
+
+register(Method(
+    "posthoc_la", "post-hoc logit adjustment: argmax_j z_j - tau log pi_j",
+    needs_prior=True, params={"tau": Param([0.0, 0.5, 1.0, 1.5, 2.0],
+                                           "adjustment strength, chosen on validation", 0, 5)},
+    posthoc=lambda w, b, hp, counts: P.posthoc_logit_adjust(w, b, hp["tau"], counts),
+    train_defaults={"epochs": 0}))
+
+register(Method(
+    "la_loss", "logit-adjusted loss: CE on z_j + tau log pi_j (tau 1 = Balanced Softmax)",
+    needs_prior=True, params={"tau": Param(1.0, "adjustment strength", 0, 5)},
+    train_logits=lambda z, y, hp, counts: z + hp["tau"][:, None, None] * P.log_prior(counts)))
+
+
+def _ldam_logits(z, y, hp, counts):
+    margin = P.ldam_margins(counts, hp["max_margin"])  # [H, K]
+    m_y = margin[:, None, :].expand_as(z).gather(-1, y[..., None])  # [H, B, 1]
+    return z - hp["scale"][:, None, None] * m_y * F.one_hot(y, z.shape[-1]).to(z)
+
+
+def _drw_weights(counts, hp, epoch, epochs):
+    deferred = epoch >= hp["drw_from"] * epochs  # [H] bool
+    cb = P.effective_number_weights(counts, hp["drw_beta"])
+    return torch.where(deferred[:, None], cb, torch.ones_like(cb))
+
+
+register(Method(
+    "ldam_drw", "LDAM margins on a cosine head, deferred re-weighting late in training",
+    needs_prior=True, head="cosine",
+    params={"scale": Param(30.0, "cosine logit scale s", 0, None, False),
+            "max_margin": Param(0.5, "largest margin (the rarest class)", 0, None),
+            "drw_from": Param(0.8, "fraction of epochs after which weights turn class-balanced",
+                              0, 1),
+            "drw_beta": BETA},
+    train_logits=_ldam_logits, class_weights=_drw_weights, train_defaults={"lr": 0.01}))
+
+register(Method(
+    "mislas", "MiSLAS label-aware smoothing: eps from eps_head (largest class) to eps_tail",
+    needs_prior=True,
+    params={"eps_head": Param(0.4, "eps of the largest class", 0, 1, True, False),
+            "eps_tail": Param(0.1, "eps of the smallest class", 0, 1, True, False)},
+    loss=lambda z, y, hp, counts: P.smoothed_ce(
+        z, y, P.label_aware_eps(counts, hp["eps_head"], hp["eps_tail"]).gather(1, y))))
+
+register(Method(
+    "weight_balancing",
+    "weight balancing: class-balanced loss + strong weight decay + MaxNorm (Alshammari et al.)",
+    needs_prior=True,
+    params={"beta": BETA,
+            "thresh": Param(0.1, "MaxNorm cap = min + thresh (max - min) of initial row norms",
+                            0, 1),
+            "maxnorm_every": Param("step", "when to project rows", choices=("step", "epoch"))},
+    class_weights=_cb_weights, constraint="maxnorm",
+    train_defaults={"lr": 0.01, "weight_decay": 0.1, "epochs": 10}))
+
+register(Method(
+    "disalign", "DisAlign: (1 + c(x) a_j) z_j + c(x) b_j, loss re-weighted by (1/pi_j)^rho",
+    needs_prior=True, head="disalign",
+    params={"rho": Param(1.2, "re-weighting power", 0, None)},
+    class_weights=lambda counts, hp, epoch, epochs: P.inverse_power_weights(counts, hp["rho"]),
+    train_defaults={"lr": 0.01}))

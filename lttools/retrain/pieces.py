@@ -1,0 +1,124 @@
+"""Small, pure pieces that methods are composed from. Every hyper-parameter arrives as a
+tensor with one entry per head ([H]); class counts as a tensor [K] (the prior, read from the
+feature store's training counts, never from test data)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# ---- priors and per-class weights -------------------------------------------------------
+
+
+def log_prior(counts: torch.Tensor) -> torch.Tensor:
+    """log pi_j with pi_j = n_j / sum(n); a class with no images gets log(1e-12)."""
+    pi = counts.double() / counts.sum()
+    return pi.clamp_min(1e-12).log().float()
+
+
+def normalise_to_k(w: torch.Tensor) -> torch.Tensor:
+    """Scale each row of w [H, K] to sum to K."""
+    return w * (w.shape[-1] / w.sum(-1, keepdim=True))
+
+
+def effective_number_weights(counts: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Class-balanced weights (Cui et al.): w_j = (1 - beta) / (1 - beta^n_j), normalised to
+    sum to K. beta [H] -> weights [H, K]; beta = 0 gives equal weights."""
+    n = counts.double().clamp_min(1)[None]
+    b = beta.double()[:, None]
+    w = (1 - b) / (1 - b ** n)
+    return normalise_to_k(w).float()
+
+
+def inverse_power_weights(counts: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """w_j ∝ (1 / pi_j)^rho, normalised to sum to K. rho [H] -> [H, K]."""
+    n = counts.double().clamp_min(1)[None]
+    return normalise_to_k(n ** (-rho.double()[:, None])).float()
+
+
+# ---- sampling -----------------------------------------------------------------------------
+
+
+def power_class_probs(counts: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Probability of drawing class j ∝ n_j^q: q = 1 instance-balanced, 1/2 square-root,
+    0 class-balanced. q [H] -> [H, K]; a class with no images is never drawn."""
+    n = counts.double()[None]
+    p = torch.where(n > 0, n.clamp_min(1) ** q.double()[:, None], torch.zeros_like(n))
+    return (p / p.sum(-1, keepdim=True)).float()
+
+
+def progressive_class_probs(counts: torch.Tensor, epoch: int, epochs: int, heads: int) -> torch.Tensor:
+    """Kang et al.'s progressively-balanced sampling: (1 - t/T) instance- + (t/T) class-balanced."""
+    t = epoch / max(epochs - 1, 1)
+    ib = power_class_probs(counts, torch.ones(heads))
+    cb = power_class_probs(counts, torch.zeros(heads))
+    return (1 - t) * ib + t * cb
+
+
+# ---- losses (per sample: [H, B, K] logits, [H, B] labels -> [H, B]) -----------------------
+
+
+def smoothed_ce(logits: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Label smoothing: target (1 - eps) onehot + eps / K, i.e.
+    (1 - eps) CE + eps mean_k(-log p_k). eps: [H] (one per head) or [H, B] (per sample)."""
+    logp = F.log_softmax(logits, -1)
+    nll = -logp.gather(-1, y[..., None])[..., 0]
+    uniform = -logp.mean(-1)
+    if eps.dim() == 1:
+        eps = eps[:, None]
+    return (1 - eps) * nll + eps * uniform
+
+
+def focal(logits: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """Softmax focal loss: -(1 - p_y)^gamma log p_y."""
+    logp_y = F.log_softmax(logits, -1).gather(-1, y[..., None])[..., 0]
+    return -((1 - logp_y.exp()).clamp_min(0) ** gamma[:, None]) * logp_y
+
+
+def ldam_margins(counts: torch.Tensor, max_margin: torch.Tensor) -> torch.Tensor:
+    """Delta_j ∝ n_j^(-1/4), largest margin = max_margin. [H] -> [H, K]."""
+    m = counts.double().clamp_min(1) ** -0.25
+    return (m[None] / m.max() * max_margin.double()[:, None]).float()
+
+
+def label_aware_eps(counts: torch.Tensor, eps_head: torch.Tensor,
+                    eps_tail: torch.Tensor) -> torch.Tensor:
+    """MiSLAS concave label-aware smoothing: eps_j = tail + (head - tail) sin(pi/2 (n_j - n_min)
+    / (n_max - n_min)). [H] -> [H, K]."""
+    n = counts.double()
+    span = (n.max() - n.min()).clamp_min(1)
+    shape = torch.sin(math.pi / 2 * (n - n.min()) / span)[None]
+    return (eps_tail.double()[:, None] + (eps_head - eps_tail).double()[:, None] * shape).float()
+
+
+# ---- post-hoc transforms of a linear head (W [H, K, D], b [H, K]) -------------------------
+
+
+def tau_normalise(w: torch.Tensor, b: torch.Tensor, tau: torch.Tensor):
+    """w_j / ||w_j||^tau, bias dropped. tau = 0 leaves W unchanged (the bias is still dropped)."""
+    norms = w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return w / norms ** tau[:, None, None], torch.zeros_like(b)
+
+
+def posthoc_logit_adjust(w: torch.Tensor, b: torch.Tensor, tau: torch.Tensor,
+                         counts: torch.Tensor):
+    """argmax_j z_j - tau log pi_j, folded into the bias."""
+    return w, b - tau[:, None] * log_prior(counts)[None]
+
+
+# ---- weight constraint -------------------------------------------------------------------
+
+
+def maxnorm_caps(w0: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
+    """Per head, cap = min + thresh (max - min) of the initial row norms. w0 [H, K, D] -> [H]."""
+    norms = w0.norm(dim=-1)
+    lo, hi = norms.min(-1).values, norms.max(-1).values
+    return lo + thresh * (hi - lo)
+
+
+def apply_maxnorm(w: torch.Tensor, caps: torch.Tensor) -> None:
+    """Project every row w_j in place onto the ball of radius cap (its head's)."""
+    with torch.no_grad():
+        norms = w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        w.mul_(torch.clamp(caps[:, None, None] / norms, max=1.0))

@@ -1,0 +1,71 @@
+"""From a `methods.<key>` entry of params.yaml to a plan: the method, its grid of
+hyper-parameter points, the shared schedule and the seeds. All validation happens here."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from lttools.errors import LTError
+from lttools.retrain.registry import SCHEDULE_PARAMS, Method, get_method
+
+# Settings in the `retrain:` section shared by every method's stage; any optimisation
+# hyper-parameter given there too (lr, epochs, ...) is the default under a method's own.
+SHARED_KEYS = ("seeds", "views", "flip_test", "device")
+
+
+@dataclass
+class Plan:
+    key: str
+    method: Method
+    grid: list[dict[str, Any]]  # one dict of per-head hyper-parameters per grid point
+    grid_keys: list[str]  # the hyper-parameters that vary over the grid
+    options: dict[str, Any]  # categorical settings shared by every head
+    epochs: int
+    batch_size: int
+    seeds: list[int]
+
+    @property
+    def num_heads(self) -> int:
+        return len(self.grid) * len(self.seeds)
+
+
+def make_plan(key: str, entry: dict[str, Any] | None, shared: dict[str, Any]) -> Plan:
+    entry = dict(entry or {})
+    method = get_method(entry.pop("method", key))
+    specs = method.all_params()
+    unknown = sorted(set(entry) - set(specs))
+    if unknown:
+        raise LTError(f"methods.{key}: unknown parameter(s) {', '.join(unknown)} for method "
+                      f"{method.name!r}; valid: {', '.join(sorted(specs))}")
+    values: dict[str, Any] = {}
+    for name, spec in specs.items():
+        method_specific = name in method.params or name in method.train_defaults
+        default = spec.default if method_specific else shared.get(name, spec.default)
+        values[name] = entry.get(name, default)
+    seeds = shared.get("seeds", [0])
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    if not seeds:
+        raise LTError("retrain.seeds is empty; give at least one seed, e.g. [0, 1, 2]")
+    grid_axes: dict[str, list[Any]] = {}
+    options: dict[str, Any] = {}
+    for name, value in values.items():
+        spec = specs[name]
+        choices = value if isinstance(value, list) else [value]
+        if not choices:
+            raise LTError(f"methods.{key}.{name} is an empty grid; give one value or a "
+                          "non-empty list")
+        for v in choices:
+            spec.check(f"methods.{key}.{name}", v)
+        if spec.choices is not None or name in SCHEDULE_PARAMS:
+            if len(choices) > 1:
+                raise LTError(f"methods.{key}.{name} cannot be a grid (one value is shared by "
+                              f"all heads of the stage); got {choices}")
+            options[name] = choices[0]
+        else:
+            grid_axes[name] = [float(v) for v in choices]
+    names = list(grid_axes)
+    grid = [dict(zip(names, combo)) for combo in itertools.product(*grid_axes.values())]
+    return Plan(key, method, grid, [n for n in names if len(grid_axes[n]) > 1],
+                {k: v for k, v in options.items() if k not in SCHEDULE_PARAMS},
+                int(options["epochs"]), int(options["batch_size"]), [int(s) for s in seeds])

@@ -1,0 +1,42 @@
+"""One method's stage: read the feature store, train the plan's heads, select, summarise."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lttools.device import resolve_device
+from lttools.features import FeatureStore, open_store
+from lttools.retrain.plan import make_plan
+from lttools.retrain.summary import summarize
+from lttools.retrain.trainer import FeatureData, train_heads
+
+
+def load_feature_data(store: FeatureStore, views: int, device: torch.device) -> FeatureData:
+    train_views = min(store.views["train"], 1 + views)
+    return FeatureData(
+        train=torch.stack([store.read("train", v, device) for v in range(train_views)]),
+        train_labels=torch.from_numpy(store.labels["train"]).to(device),
+        val=store.read("val", 0, device),
+        val_labels=torch.from_numpy(store.labels["val"]).to(device),
+        test=store.read_all_views("test", device),
+        test_labels=torch.from_numpy(store.labels["test"]).to(device),
+        class_counts=store.class_counts,
+        head_weight=torch.from_numpy(store.head_weight),
+        head_bias=torch.from_numpy(store.head_bias))
+
+
+def run_method(key: str, entry: dict[str, Any] | None, shared: dict[str, Any],
+               features: str | Path, expect: dict[str, Any] | None = None,
+               quiet: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
+    plan = make_plan(key, entry, shared)  # validate params before touching any data
+    store = open_store(features, expect=expect)
+    device = resolve_device(shared.get("device", "auto"))
+    views = int(shared.get("views", 0))
+    data = load_feature_data(store, views, device)
+    if not shared.get("flip_test", True):
+        data.test = data.test[:1]
+    torch.manual_seed(plan.seeds[0])
+    history = train_heads(plan, data, views=views, device=device, quiet=quiet)
+    return summarize(history)

@@ -1,0 +1,50 @@
+"""What every stage script shares: reading params.yaml and turning LTError into a message."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from lttools.errors import LTError
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise LTError(f"{path} not found; run from the repository root or pass --params")
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LTError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(params, dict):
+        raise LTError(f"{path} must hold a mapping of sections (data, backbone, ...)")
+    return params
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    value = params.get(name)
+    if not isinstance(value, dict):
+        raise LTError(f"params.yaml has no `{name}:` section (a mapping)")
+    return value
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", default="params.yaml", help="parameters file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def run(main: Callable[[], None]) -> None:
+    """Call main(); an LTError becomes `error: ...` on stderr and exit code 2."""
+    try:
+        main()
+    except LTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; completed checkpoints are kept, `dvc repro` resumes", file=sys.stderr)
+        sys.exit(130)
