@@ -99,7 +99,9 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path)
 
 def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
                    checkpoint: str | Path | None = None, checkpoint_every: int = 5,
-                   quiet: bool = False) -> TrainResult:
+                   quiet: bool = False, stop_after: int | None = None) -> TrainResult:
+    """Train (or resume) stage 1. `stop_after` ends early after that many epochs of this call,
+    leaving the checkpoint as an interrupted run would."""
     cfg.validate()
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
@@ -120,8 +122,9 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
         try:
             state = torch.load(ckpt_path, map_location=dev, weights_only=True)
         except Exception as exc:  # noqa: BLE001 — a half-written or foreign file
-            raise LTError(f"checkpoint {ckpt_path} is unreadable ({exc}); delete it to train "
-                          "from scratch") from exc
+            raise LTError(f"checkpoint {ckpt_path} is unreadable (truncated, or not an lttools "
+                          f"checkpoint: {type(exc).__name__}); delete it to train from scratch"
+                          ) from exc
         if state.get("version") != CHECKPOINT_VERSION:
             raise LTError(f"checkpoint {ckpt_path} has version {state.get('version')}, expected "
                           f"{CHECKPOINT_VERSION}; delete it to train from scratch")
@@ -140,6 +143,8 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
     bar = tqdm(range(start, cfg.epochs), desc="stage 1", unit="epoch", disable=quiet,
                initial=start, total=cfg.epochs)
     for epoch in bar:
+        if stop_after is not None and epoch - start >= stop_after:
+            break
         model.train()
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen).to(dev)
@@ -154,7 +159,7 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += float((logits.argmax(1) == y_train[idx]).sum())
             seen += len(idx)
         sched.step()
@@ -200,6 +205,6 @@ def load_backbone(path: str | Path, device: str = "auto") -> CifarResNet:
     except LTError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise LTError(f"{path} is not a valid lttools backbone ({exc}); re-run "
-                      "`dvc repro train_backbone`") from exc
+        raise LTError(f"{path} is not a valid lttools backbone (truncated or foreign: "
+                      f"{type(exc).__name__}); re-run `dvc repro train_backbone`") from exc
     return model.to(resolve_device(device)).eval()

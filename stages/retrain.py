@@ -1,5 +1,6 @@
 """Stage `retrain@<key>`: one method's heads (grid x seeds) on the cached features."""
 from lttools.atomic import write_json
+from lttools.errors import LTError
 from lttools.retrain.run import run_method
 from lttools.stage_cli import load_params, parser, run, section
 
@@ -14,8 +15,8 @@ def main() -> None:
     params = load_params(args.params)
     methods = section(params, "methods")
     if args.key not in methods:
-        from lttools.errors import unknown_name
-        raise unknown_name("methods entry", args.key, list(methods))
+        raise LTError(f"no entry {args.key!r} under `methods:` in params.yaml; entries: "
+                      f"{', '.join(methods)}")
     data = section(params, "data")
     expect = {"dataset": data.get("dataset"), "imb_ratio": float(data.get("imb_ratio", 0))}
     metrics, details = run_method(args.key, methods[args.key], section(params, "retrain"),

@@ -96,9 +96,10 @@ def label_aware_eps(counts: torch.Tensor, eps_head: torch.Tensor,
 
 
 def tau_normalise(w: torch.Tensor, b: torch.Tensor, tau: torch.Tensor):
-    """w_j / ||w_j||^tau, bias dropped. tau = 0 leaves W unchanged (the bias is still dropped)."""
-    norms = w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return w / norms ** tau[:, None, None], torch.zeros_like(b)
+    """z_j / ||w_j||^tau: the row and its bias divided by the row norm to the power tau
+    (Kang et al.'s head has no bias; this reduces to theirs when b = 0). tau = 0: unchanged."""
+    scale = w.norm(dim=-1).clamp_min(1e-12) ** tau[:, None]  # [H, K]
+    return w / scale[..., None], b / scale
 
 
 def posthoc_logit_adjust(w: torch.Tensor, b: torch.Tensor, tau: torch.Tensor,

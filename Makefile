@@ -1,0 +1,38 @@
+# `make demo`: set up and run the whole pipeline on the offline default (Fashion-MNIST-LT).
+# `make test`: set up and run the test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test setup fashion-mnist bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Debian ships Fashion-MNIST; install it when apt is there and we are root, else say how.
+fashion-mnist:
+	@if [ ! -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ] && [ ! -f data/raw/train-images-idx3-ubyte.gz ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); \
+	  else \
+	    echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist', put the idx files in data/raw/, or set data.download: true in params.yaml"; \
+	  fi; \
+	fi
+
+demo: $(STAMP) fashion-mnist
+	dvc repro
+	dvc metrics show
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/retrain.py
+	$(PY) bench/features.py
+	$(PY) bench/stage1.py

@@ -1,0 +1,54 @@
+"""The plain PyTorch way, one head at a time: nn.Linear, torch.optim.SGD, CosineAnnealingLR.
+
+It consumes the same sampling stream and the same method pieces as the batched trainer, so
+the two must give the same weights; tests check that, and bench/retrain.py times both.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lttools.retrain.plan import Plan
+from lttools.retrain.trainer import FeatureData, sample_epoch
+
+
+def train_one_head(plan: Plan, data: FeatureData, grid_index: int, seed: int,
+                   views: int = 0) -> torch.nn.Linear:
+    """Train one linear head of `plan` (grid point, seed) with torch's own optimizer."""
+    method = plan.method
+    if method.head != "linear" or method.reinit or method.constraint:
+        raise ValueError("the reference path covers methods on a plain linear head")
+    hp = {k: torch.tensor([v], dtype=torch.float32) for k, v in plan.grid[grid_index].items()}
+    counts = torch.as_tensor(data.class_counts) if method.needs_prior else None
+    k, d = data.head_weight.shape
+    head = torch.nn.Linear(d, k)
+    with torch.no_grad():
+        head.weight.copy_(data.head_weight)
+        head.bias.copy_(data.head_bias)
+    opt = torch.optim.SGD(head.parameters(), lr=float(hp["lr"]), momentum=float(hp["momentum"]),
+                          weight_decay=float(hp["weight_decay"]))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(plan.epochs, 1))
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(plan.epochs):
+        x = data.train[1 + epoch % views if views else 0]
+        probs = method.sampling(counts, hp, epoch, plan.epochs, 1) if method.sampling else None
+        idx = sample_epoch([gen], data.train_labels, probs)[0]
+        cw = method.class_weights(counts, hp, epoch, plan.epochs) if method.class_weights else None
+        for s in range(0, len(idx), plan.batch_size):
+            ib = idx[s:s + plan.batch_size]
+            y = data.train_labels[ib][None]
+            z = head(x[ib])[None]
+            if method.train_logits:
+                z = method.train_logits(z, y, hp, counts)
+            per = method.loss(z, y, hp, counts) if method.loss else F.cross_entropy(
+                z[0], y[0], reduction="none")[None]
+            if cw is not None:
+                w = cw.gather(1, y)
+                loss = (w * per).sum() / w.sum()
+            else:
+                loss = per.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    return head

@@ -1,0 +1,93 @@
+"""Bad input at the command line: a message naming the problem, exit code 2, no output file."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixtures import write_gaussian_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_stage(tmp_path, script, params, *args):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "stages" / script), "--quiet", *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+
+
+DATA = {"dataset": "fashion_mnist", "imb_ratio": 10, "max_per_class": 30, "val_per_class": 5,
+        "selection": "first"}
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"imb_ratio": 0.5}, "data.imb_ratio = 0.5 is out of range; valid range: [1, inf)"),
+    ({"max_per_class": 1000}, "data.max_per_class = 1000 is larger than the smallest class"),
+    ({"dataset": "mnist"}, "valid datasets: cifar10, cifar100, fashion_mnist"),
+    ({"selection": "best"}, "data.selection"),
+])
+def test_prepare_data_rejects_bad_params(tmp_path, fashion_root, change, needle):
+    params = {"data": {**DATA, "root": str(fashion_root), **change}}
+    out = run_stage(tmp_path, "prepare_data.py", params, "--out", "prep.h5")
+    assert out.returncode == 2 and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "prep.h5").exists() and not list(tmp_path.glob(".prep.h5*"))
+
+
+def test_prepare_data_missing_dataset(tmp_path, monkeypatch):
+    params = {"data": {**DATA, "dataset": "cifar100", "root": str(tmp_path / "nothing")}}
+    out = run_stage(tmp_path, "prepare_data.py", params, "--out", "prep.h5")
+    assert out.returncode == 2 and "cifar-100-python" in out.stderr
+    assert "data.download: true" in out.stderr and not (tmp_path / "prep.h5").exists()
+
+
+def _retrain_params(methods, **retrain):
+    return {"data": {"dataset": "toy", "imb_ratio": 15.0},
+            "retrain": {"seeds": [0], "epochs": 1, "device": "cpu", "views": 0, **retrain},
+            "methods": methods}
+
+
+@pytest.mark.parametrize("methods,key,needle", [
+    ({"x": {"method": "nope"}}, "x", "unknown method 'nope'; valid methods: cb_reweight, ce"),
+    ({"los": {"eps": 1.2}}, "los", "methods.los.eps = 1.2 is out of range; valid range: [0, 1)"),
+    ({"los": {}}, "ce", "no entry 'ce' under `methods:` in params.yaml; entries: los"),
+])
+def test_retrain_rejects_bad_methods(tmp_path, methods, key, needle):
+    write_gaussian_store(tmp_path / "f.h5")
+    out = run_stage(tmp_path, "retrain.py", _retrain_params(methods), key, "--features", "f.h5",
+                    "--metrics", "m.json", "--details", "d.json")
+    assert out.returncode == 2 and needle in out.stderr, out.stderr
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "d.json").exists()
+
+
+def test_retrain_refuses_store_from_other_dataset(tmp_path):
+    write_gaussian_store(tmp_path / "f.h5")
+    params = _retrain_params({"ce": {}})
+    params["data"]["dataset"] = "cifar100"
+    out = run_stage(tmp_path, "retrain.py", params, "ce", "--features", "f.h5",
+                    "--metrics", "m.json", "--details", "d.json")
+    assert out.returncode == 2 and "dataset = 'toy' but the params say 'cifar100'" in out.stderr
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_retrain_refuses_truncated_store(tmp_path):
+    path = write_gaussian_store(tmp_path / "f.h5")
+    path.write_bytes(path.read_bytes()[:3000])
+    out = run_stage(tmp_path, "retrain.py", _retrain_params({"ce": {}}), "ce", "--features",
+                    "f.h5", "--metrics", "m.json", "--details", "d.json")
+    assert out.returncode == 2 and "f.h5" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_retrain_writes_metrics_on_good_input(tmp_path):
+    write_gaussian_store(tmp_path / "f.h5")
+    out = run_stage(tmp_path, "retrain.py", _retrain_params({"los": {"eps": [0.5, 0.9]}}), "los",
+                    "--features", "f.h5", "--metrics", "m.json", "--details", "d.json")
+    assert out.returncode == 0, out.stderr
+    import json
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert all(isinstance(v, (int, float)) for v in m.values())
+    assert m["selected_eps_mean"] in (0.5, 0.9) and m["num_heads"] == 2
