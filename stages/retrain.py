@@ -11,6 +11,8 @@ def main() -> None:
     p.add_argument("--features", default="data/features/features.h5")
     p.add_argument("--metrics", help="default: metrics/methods/<key>.json")
     p.add_argument("--details", help="default: metrics/details/<key>.json")
+    p.add_argument("--plots", help="folder of per-epoch and per-class plot data (default: "
+                   "metrics/plots)")
     args = p.parse_args()
     params = load_params(args.params)
     methods = section(params, "methods")
@@ -21,6 +23,9 @@ def main() -> None:
     expect = {"dataset": data.get("dataset"), "imb_ratio": float(data.get("imb_ratio", 0))}
     metrics, details = run_method(args.key, methods[args.key], section(params, "retrain"),
                                   args.features, expect, args.quiet)
+    plots = args.plots or "metrics/plots"
+    write_json(f"{plots}/epochs/{args.key}.json", details.pop("epochs"))
+    write_json(f"{plots}/per_class/{args.key}.json", details.pop("per_class"))
     write_json(args.details or f"metrics/details/{args.key}.json", details)
     write_json(args.metrics or f"metrics/methods/{args.key}.json", metrics)
     print(f"{args.key}: test acc {metrics['test_acc_mean']:.2f} ± {metrics['test_acc_std']:.2f} "

@@ -36,8 +36,12 @@ def select(history: History) -> list[dict[str, int]]:
     return out
 
 
+METRICS_SCHEMA = 1
+
+
 def summarize(history: History) -> tuple[dict[str, float], dict[str, Any]]:
-    """Flat numeric metrics for DVC, and details (per-seed choices, curves, per-class)."""
+    """Flat numeric metrics for DVC, and details: per-seed choices, per-epoch curves,
+    per-class results and reliability bins at the selected heads."""
     plan = history.plan
     picks = select(history)
     test, val = history.scalars["test"], history.scalars["val"]
@@ -60,6 +64,7 @@ def summarize(history: History) -> tuple[dict[str, float], dict[str, Any]]:
     metrics["num_seeds"] = len(plan.seeds)
     metrics["num_heads"] = plan.num_heads
     metrics["epochs"] = plan.epochs
+    metrics["metrics_schema"] = METRICS_SCHEMA
 
     heads = [p["head"] for p in picks]
     curves = []
@@ -76,7 +81,8 @@ def summarize(history: History) -> tuple[dict[str, float], dict[str, Any]]:
         "method": plan.method.name, "key": plan.key, "grid": plan.grid,
         "grid_keys": plan.grid_keys, "seeds": plan.seeds, "selections": picks,
         "epochs": curves,
-        "per_class": [{"class": k, "test_acc": _num(sel_acc[k]), "test_loma": _num(sel_loma[k])}
+        "per_class": [{"class": k, "train_count": _count(history.class_counts, k),
+                       "test_acc": _num(sel_acc[k]), "test_loma": _num(sel_loma[k])}
                       for k in range(len(sel_acc))],
         "reliability": [
             {"bin": b, "count": float(sum(pc["rel_count"][p["head"], p["epoch"], b] for p in picks)),
@@ -87,6 +93,10 @@ def summarize(history: History) -> tuple[dict[str, float], dict[str, Any]]:
             for b in range(pc["rel_count"].shape[-1])],
     }
     return metrics, details
+
+
+def _count(counts: np.ndarray, k: int) -> int | None:
+    return int(counts[k]) if len(counts) > k else None
 
 
 def _num(x) -> float | None:

@@ -45,6 +45,7 @@ class History:
     scalars: dict[str, dict[str, torch.Tensor]]  # split -> metric -> [H, E+1]
     per_class: dict[str, dict[str, torch.Tensor]]  # split -> {acc, loma: [H, E+1, K], rel_*: bins}
     final_params: dict[str, torch.Tensor]
+    class_counts: np.ndarray  # training counts, for reporting per-class results by frequency
 
 
 def head_seeds(plan: Plan) -> list[int]:
@@ -213,4 +214,5 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
         record()
     stack = lambda d: {s: {k: torch.stack(v, 1) for k, v in m.items()} for s, m in d.items()}
     return History(plan, stack(history_sc), stack(history_pc),
-                   {k: v.detach().cpu() for k, v in params.items()})
+                   {k: v.detach().cpu() for k, v in params.items()},
+                   np.asarray(data.class_counts if data.class_counts is not None else []))

@@ -1,0 +1,36 @@
+"""One self-contained HTML file: the leaderboard table and the plots inlined as data URIs.
+It makes no network request."""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from lttools.report.leaderboard import COLUMNS, problems, rows
+from lttools.report.load import MethodResult
+
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px}
+th{background:#f2f2f2}td{text-align:right}td:nth-child(2),td:last-child{text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note{color:#555;font-size:13px}"""
+
+
+def render(results: list[MethodResult], plots: list[tuple[str, Path]], title: str,
+           intro: str) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in rows(results))
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p class='note'>{html.escape(intro)}</p>",
+             f"<table id='leaderboard'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"]
+    bad = problems(results)
+    if bad:
+        parts.append("<h3>Not ranked</h3><ul>" + "".join(
+            f"<li><b>{html.escape(k)}</b>: {html.escape(why)}</li>" for k, why in bad) + "</ul>")
+    for caption, path in plots:
+        data = base64.b64encode(Path(path).read_bytes()).decode()
+        parts.append(f"<h2>{html.escape(caption)}</h2>"
+                     f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

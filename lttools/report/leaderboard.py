@@ -1,0 +1,63 @@
+"""The leaderboard as a Markdown table (also embedded in the HTML report)."""
+from __future__ import annotations
+
+from lttools.report.load import MethodResult, ranked
+
+COLUMNS = ("rank", "method", "test bal. acc", "last epoch", "Many", "Medium", "Few",
+           "LoMa mean (spread)", "RSD", "ECE", "selected")
+
+
+def pm(r: MethodResult, name: str) -> str:
+    mean, std = r.get(f"{name}_mean"), r.get(f"{name}_std")
+    if mean is None:
+        return "—"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def selected(r: MethodResult) -> str:
+    parts = [f"{k}={r.get(f'selected_{k}_mean'):g}" for k in r.details.get("grid_keys", [])
+             if r.get(f"selected_{k}_mean") is not None]
+    epoch = r.get("selected_epoch_mean")
+    if epoch is not None:
+        parts.append(f"epoch {epoch:.1f}/{int(r.get('epochs') or 0)}")
+    return ", ".join(parts) or "—"
+
+
+def rows(results: list[MethodResult]) -> list[list[str]]:
+    out = []
+    for i, r in enumerate(ranked(results), start=1):
+        loma = r.get("test_loma_mean_mean")
+        loma_sd = r.get("test_loma_std_mean")
+        loma_cell = "—" if loma is None else f"{loma:.2f} ({loma_sd:.2f})"
+        name = r.key if r.details.get("method", r.key) == r.key else \
+            f"{r.key} ({r.details['method']})"
+        out.append([str(i), name, pm(r, "test_bacc"), pm(r, "last_test_bacc"), pm(r, "test_many"),
+                    pm(r, "test_medium"), pm(r, "test_few"), loma_cell, pm(r, "test_rsd_mean"),
+                    pm(r, "test_ece"), selected(r)])
+    return out
+
+
+def problems(results: list[MethodResult]) -> list[tuple[str, str]]:
+    return [(r.key, r.problem) for r in results if r.problem is not None]
+
+
+def markdown(results: list[MethodResult], backbone: dict | None = None) -> str:
+    seeds = {int(r.get("num_seeds") or 0) for r in ranked(results)}
+    lines = ["# Leaderboard", "",
+             "Classifier re-training on one frozen backbone. Test balanced accuracy (%) at the "
+             "grid point and epoch chosen on the balanced validation split, mean ± std over "
+             f"{'/'.join(map(str, sorted(seeds))) or 'no'} seeds; 'last epoch' is the same "
+             "without epoch selection. Many / Medium / Few: more than 100 / 20-100 / fewer than "
+             "20 training images; — marks an empty group. LoMa: logits magnitude, mean across "
+             "classes (std across classes); RSD: regularised std; ECE: calibration error (%).", ""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "---|" * len(COLUMNS))
+    lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    if backbone:
+        acc = backbone.get("test_bacc")
+        if isinstance(acc, (int, float)):
+            lines += ["", f"Stage-1 head, no re-training: test balanced accuracy {acc:.2f}%."]
+    bad = problems(results)
+    if bad:
+        lines += ["", "Not ranked:", ""] + [f"- **{k}**: {why}" for k, why in bad]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,68 @@
+"""Read every method's outputs, and say plainly what cannot be shown and why."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lttools.retrain.summary import METRICS_SCHEMA
+
+
+@dataclass
+class MethodResult:
+    key: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    problem: str | None = None  # set when the method cannot be ranked
+
+    def get(self, name: str) -> float | None:
+        v = self.metrics.get(name)
+        return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is unreadable ({exc})") from exc
+
+
+def load_method(key: str, metrics_dir: Path, details_dir: Path, plots_dir: Path) -> MethodResult:
+    r = MethodResult(key)
+    try:
+        metrics = _read(metrics_dir / f"{key}.json")
+        r.details = _read(details_dir / f"{key}.json") or {}
+        r.epochs = _read(plots_dir / "epochs" / f"{key}.json") or []
+        r.per_class = _read(plots_dir / "per_class" / f"{key}.json") or []
+    except ValueError as exc:
+        r.problem = str(exc)
+        return r
+    if metrics is None:
+        r.problem = f"no results yet: run `dvc repro retrain@{key}`"
+    elif metrics.get("metrics_schema") != METRICS_SCHEMA:
+        r.problem = (f"results written by another lttools version (schema "
+                     f"{metrics.get('metrics_schema', 'none')}, expected {METRICS_SCHEMA}); "
+                     f"re-run `dvc repro -f retrain@{key}`")
+    elif not metrics.get("num_seeds") or "test_bacc_mean" not in metrics:
+        r.problem = "no finished seeds"
+    else:
+        r.metrics = metrics
+    return r
+
+
+def load_results(keys: list[str], metrics_dir: str | Path = "metrics/methods",
+                 details_dir: str | Path = "metrics/details",
+                 plots_dir: str | Path = "metrics/plots") -> list[MethodResult]:
+    return [load_method(k, Path(metrics_dir), Path(details_dir), Path(plots_dir)) for k in keys]
+
+
+def ranked(results: list[MethodResult]) -> list[MethodResult]:
+    """Methods with results, best selected test balanced accuracy first."""
+    ok = [r for r in results if r.problem is None]
+    return sorted(ok, key=lambda r: -(r.get("test_bacc_mean") or -math.inf))

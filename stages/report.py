@@ -1,0 +1,18 @@
+"""Stage `report`: leaderboard (metrics/leaderboard.md), PNG plots and reports/report.html."""
+from lttools.report.build import build_report
+from lttools.stage_cli import load_params, parser, run, section
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--metrics-root", default="metrics")
+    p.add_argument("--out-dir", default="reports")
+    p.add_argument("--leaderboard", default="metrics/leaderboard.md")
+    args = p.parse_args()
+    keys = list(section(load_params(args.params), "methods"))
+    page = build_report(keys, args.metrics_root, args.out_dir, args.leaderboard)
+    print(f"report: {page}")
+
+
+if __name__ == "__main__":
+    run(main)
