@@ -27,7 +27,8 @@ fashion-mnist:
 
 demo: $(STAMP) fashion-mnist
 	dvc repro
-	dvc metrics show
+	@cat metrics/leaderboard.md
+	@echo "report: $$(lttools report)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

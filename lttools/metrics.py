@@ -21,12 +21,18 @@ from lttools.data.longtail import GROUPS, class_groups
 ECE_BINS = 15
 
 
+def _by_class(values: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Sum of values [..., N] per label -> [..., K] (float64)."""
+    out = torch.zeros(values.shape[:-1] + (k,), dtype=torch.float64, device=values.device)
+    return out.index_add_(-1, labels, values.to(torch.float64))
+
+
 def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """[..., N, K] -> [..., K]; NaN for a class absent from `labels`."""
     k = logits.shape[-1]
-    onehot = torch.nn.functional.one_hot(labels, k).to(torch.float64)  # [N, K]
     correct = (logits.argmax(-1) == labels).to(torch.float64)  # [..., N]
-    return (correct @ onehot) / onehot.sum(0)
+    n = torch.bincount(labels, minlength=k).to(torch.float64)
+    return _by_class(correct, labels, k) / n
 
 
 def accuracy_summary(logits: torch.Tensor, labels: torch.Tensor,
@@ -43,13 +49,14 @@ def accuracy_summary(logits: torch.Tensor, labels: torch.Tensor,
 
 
 def _class_moments(logits: torch.Tensor, labels: torch.Tensor):
-    z = logits.to(torch.float64)
-    n, k = z.shape[-2:]
-    onehot = torch.nn.functional.one_hot(labels, k).to(torch.float64)  # [N, K]
-    n_in = onehot.sum(0)
-    sum_in = (z * onehot).sum(-2)
-    sq_in = (z * z * onehot).sum(-2)
-    sum_out = z.sum(-2) - sum_in
+    """Per class k: sample count, and sums of z_k and z_k^2 over samples of class k, and the
+    sum of z_k over the other samples. O(N K) for the totals, O(N) for the in-class parts."""
+    n, k = logits.shape[-2:]
+    z_true = logits.gather(-1, labels.expand(logits.shape[:-1])[..., None])[..., 0]  # [..., N]
+    n_in = torch.bincount(labels, minlength=k).to(torch.float64)
+    sum_in = _by_class(z_true, labels, k)
+    sq_in = _by_class(z_true.to(torch.float64) ** 2, labels, k)
+    sum_out = logits.sum(-2, dtype=torch.float64) - sum_in
     return n_in, n - n_in, sum_in, sq_in, sum_out
 
 
@@ -71,8 +78,8 @@ def reliability(logits: torch.Tensor, labels: torch.Tensor,
                 bins: int = ECE_BINS) -> dict[str, torch.Tensor]:
     """Per confidence bin ((b/bins, (b+1)/bins]): sample count, accuracy and mean confidence
     (NaN in an empty bin). [..., N, K] -> [..., bins] each."""
-    prob = torch.softmax(logits.to(torch.float64), -1)
-    conf, pred = prob.max(-1)  # [..., N]
+    conf, pred = torch.softmax(logits.float(), -1).max(-1)  # [..., N]
+    conf = conf.to(torch.float64)
     correct = (pred == labels).to(torch.float64)
     idx = (conf * bins).ceil().long().clamp(1, bins) - 1
     shape = conf.shape[:-1] + (bins,)

@@ -142,8 +142,10 @@ def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_counts):
 
 
 def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | torch.device = "cpu",
-                quiet: bool = False) -> History:
-    """Train every head of `plan`; `views` > 0 cycles epochs through augmented views 1..views."""
+                quiet: bool = False, every_epoch: bool = True) -> History:
+    """Train every head of `plan`; `views` > 0 cycles epochs through augmented views 1..views.
+    Heads are evaluated after every epoch (`every_epoch`, needed for epoch selection) or,
+    for benchmarks, only at the start and the end."""
     dev = torch.device(device)
     method = plan.method
     if views > data.train.shape[0] - 1:
@@ -211,7 +213,8 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
         if not all(torch.isfinite(p).all() for p in params.values()):
             raise LTError(f"methods.{plan.key} diverged at epoch {epoch + 1} (non-finite "
                           "weights); lower its lr")
-        record()
+        if every_epoch or epoch == plan.epochs - 1:
+            record()
     stack = lambda d: {s: {k: torch.stack(v, 1) for k, v in m.items()} for s, m in d.items()}
     return History(plan, stack(history_sc), stack(history_pc),
                    {k: v.detach().cpu() for k, v in params.items()},
