@@ -76,7 +76,7 @@ def test_editing_one_method_reruns_only_that_method(repo):
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         stale = json.loads(dvc(repo, "status", "--json"))
-        assert set(stale) == {"retrain@los"}, stale
+        assert set(stale) == {"retrain@los", "report"}, stale  # the report reads its output
         before = json.loads((repo / "metrics/methods/ce.json").read_text())
         out = dvc(repo, "repro")
         assert "retrain@ce" not in out.replace("Stage 'retrain@ce' didn't change", "")
@@ -84,3 +84,62 @@ def test_editing_one_method_reruns_only_that_method(repo):
         assert json.loads(dvc(repo, "status", "--json")) == {}
     finally:
         params_path.write_text(original)
+
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=repo, env={**_env(), **GIT_ENV},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def set_param(repo: Path, dotted: str, value) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    node = params
+    *path, last = dotted.split(".")
+    for part in path:
+        node = node[part]
+    node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_report_stage_outputs(repo):
+    board = (repo / "metrics/leaderboard.md").read_text()
+    methods = yaml.safe_load((repo / "params.yaml").read_text())["methods"]
+    for key in methods:
+        assert f"| {key} |" in board
+    assert len(list((repo / "reports").glob("*.png"))) >= 3
+    assert (repo / "reports/report.html").exists()
+
+
+def test_dvc_workflow_metrics_diff_experiments_and_queue(repo):
+    """The commands the README gives, as written."""
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline")
+    set_param(repo, "methods.los.eps", 0.9)
+    dvc(repo, "repro")
+    git(repo, "commit", "-qam", "los eps 0.9")
+    diff = dvc(repo, "metrics", "diff", "HEAD~1", "--md")
+    assert "metrics/methods/los.json" in diff and "metrics/methods/ce.json" not in diff
+    assert "methods.los.eps" in dvc(repo, "params", "diff", "HEAD~1")
+
+    dvc(repo, "exp", "run", "-S", "methods.los.eps=0.95")
+    shown = dvc(repo, "exp", "show", "--only-changed", "--md")  # --md: no terminal-width cut
+    assert "0.95" in shown and "test_acc_mean" in shown
+
+    dvc(repo, "exp", "run", "--queue", "-S", "methods.los.eps=0.5,0.8")
+    dvc(repo, "queue", "start", "-j", "1")
+    def tasks():  # (task id, status) rows of the table before the "Worker status" line
+        table = dvc(repo, "queue", "status").split("\n\n")[0].splitlines()[1:]
+        return [(row.split()[0], row.split()[-1]) for row in table if row.strip()]
+    for task, status in tasks():
+        if status in ("Queued", "Running"):
+            dvc(repo, "queue", "logs", "-f", task)  # follows the task until it ends
+    assert [s for _, s in tasks()] == ["Success", "Success"]
+    table = json.loads(dvc(repo, "exp", "show", "--json"))
+    eps_seen = json.dumps(table)
+    assert '"eps": 0.5' in eps_seen and '"eps": 0.8' in eps_seen

@@ -17,9 +17,11 @@ def pm(r: MethodResult, name: str) -> str:
 def selected(r: MethodResult) -> str:
     parts = [f"{k}={r.get(f'selected_{k}_mean'):g}" for k in r.details.get("grid_keys", [])
              if r.get(f"selected_{k}_mean") is not None]
-    epoch = r.get("selected_epoch_mean")
-    if epoch is not None:
-        parts.append(f"epoch {epoch:.1f}/{int(r.get('epochs') or 0)}")
+    epoch, epochs = r.get("selected_epoch_mean"), int(r.get("epochs") or 0)
+    if epochs == 0:
+        parts.append("post-hoc on the stage-1 head")
+    elif epoch is not None:
+        parts.append(f"epoch {epoch:.1f}/{epochs}")
     return ", ".join(parts) or "—"
 
 

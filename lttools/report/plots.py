@@ -47,7 +47,7 @@ def groups(results: list[MethodResult], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("test accuracy (%), mean ± std over seeds")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False)
     return _save(fig, path)
 
 

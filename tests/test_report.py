@@ -1,0 +1,110 @@
+"""Leaderboard, plots and the HTML report, including what they say about bad input."""
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lttools.report.build import build_report
+from lttools.report.leaderboard import markdown
+from lttools.report.load import load_results
+from lttools.retrain.plan import make_plan
+from lttools.retrain.summary import summarize
+from lttools.retrain.trainer import train_heads
+from lttools.atomic import write_json
+from retrain_helpers import toy_data
+
+
+def write_method(root: Path, key: str, entry: dict, seeds=(0, 1)):
+    data = toy_data()
+    plan = make_plan(key, entry, {"seeds": list(seeds), "epochs": 3, "lr": 0.05})
+    metrics, details = summarize(train_heads(plan, data, quiet=True))
+    write_json(root / "plots" / "epochs" / f"{key}.json", details.pop("epochs"))
+    write_json(root / "plots" / "per_class" / f"{key}.json", details.pop("per_class"))
+    write_json(root / "details" / f"{key}.json", details)
+    write_json(root / "methods" / f"{key}.json", metrics)
+    return metrics
+
+
+@pytest.fixture
+def metrics_root(tmp_path):
+    root = tmp_path / "metrics"
+    write_method(root, "ce", {})
+    write_method(root, "los", {"eps": [0.5, 0.9]})
+    write_method(root, "crt", {})
+    return root
+
+
+def test_leaderboard_is_sorted_and_complete(metrics_root):
+    results = load_results(["ce", "los", "crt"], metrics_root / "methods",
+                           metrics_root / "details", metrics_root / "plots")
+    md = markdown(results)
+    table = [l for l in md.splitlines() if re.match(r"\| \d+ \|", l)]
+    assert len(table) == 3
+    accs = [float(l.split("|")[3].split("±")[0]) for l in table]
+    assert accs == sorted(accs, reverse=True)
+    los = next(l for l in table if "| los |" in l)
+    assert "eps=" in los and "epoch" in los
+    assert "nan" not in md.lower()
+
+
+def test_empty_group_old_schema_and_unfinished_are_said_plainly(metrics_root):
+    m = json.loads((metrics_root / "methods" / "crt.json").read_text())
+    m["metrics_schema"] = 0
+    (metrics_root / "methods" / "crt.json").write_text(json.dumps(m))
+    m = json.loads((metrics_root / "methods" / "ce.json").read_text())
+    m["num_seeds"] = 0
+    (metrics_root / "methods" / "ce.json").write_text(json.dumps(m))
+    m = json.loads((metrics_root / "methods" / "los.json").read_text())
+    assert "test_many_mean" not in m  # toy counts 60..4: the Many group is empty
+    m["test_ece_mean"] = float("nan")
+    (metrics_root / "methods" / "los.json").write_text(json.dumps(m))
+    results = load_results(["ce", "los", "crt", "ghost"], metrics_root / "methods",
+                           metrics_root / "details", metrics_root / "plots")
+    md = markdown(results)
+    assert "**crt**: results written by another lttools version (schema 0" in md
+    assert "**ce**: no finished seeds" in md
+    assert "**ghost**: no results yet: run `dvc repro retrain@ghost`" in md
+    los = next(l for l in md.splitlines() if "| los |" in l)
+    assert los.split("|")[5].strip() == "—"  # Many: empty group
+    assert los.split("|")[10].strip() == "—"  # ECE: NaN is never printed as a number
+    assert "nan" not in md.lower()
+
+
+def test_report_files_and_no_network(metrics_root, tmp_path):
+    page = build_report(["ce", "los", "crt"], metrics_root, tmp_path / "reports",
+                        tmp_path / "leaderboard.md")
+    pngs = sorted(p.name for p in (tmp_path / "reports").glob("*.png"))
+    assert len(pngs) >= 4 and all((tmp_path / "reports" / p).stat().st_size > 5000 for p in pngs)
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") >= 4
+    assert "id='leaderboard'" in html and html.count("<tr>") == 4
+    # nothing that a browser would fetch: no http(s) URLs, no external src/href
+    assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", html)
+    assert "http://" not in html and "https://" not in html
+    assert (tmp_path / "leaderboard.md").exists()
+
+
+def test_report_renders_in_headless_chromium(metrics_root, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless Chromium not installed (Debian package `chromium`)")
+    page = build_report(["ce", "los", "crt"], metrics_root, tmp_path / "reports",
+                        tmp_path / "leaderboard.md")
+    out = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000",
+         "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = out.stdout
+    assert "<table id=\"leaderboard\">" in dom, out.stderr[-2000:]
+    assert dom.count("<tr>") == 4
+    # every image decoded: chromium reports naturalWidth only via script, so check a screenshot
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1200,3000",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20000
