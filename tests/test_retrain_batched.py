@@ -46,3 +46,10 @@ def test_views_change_what_consecutive_epochs_see():
     same.train = torch.stack([same.train[0], same.train[1], same.train[1]])
     assert not torch.allclose(train_heads(plan, same, views=2, quiet=True).final_params["w"],
                               viewed)
+
+
+def test_more_views_than_stored_is_a_clear_error():
+    from lttools.errors import LTError
+    plan = make_plan("ce", {"epochs": 1}, {"seeds": [0]})
+    with pytest.raises(LTError, match="retrain.views = 3 but the feature store holds 2"):
+        train_heads(plan, toy_data(views=2), views=3, quiet=True)
