@@ -1,11 +1,15 @@
 """Stage 1: train the backbone with plain cross-entropy on the long-tailed training set.
 
 The recipe is the LOS paper's (SGD, momentum 0.9, weight decay 5e-3, cosine to 0, crop+flip).
-Data is held as one uint8 tensor on the training device and augmented in batches. A checkpoint
-every `checkpoint_every` epochs holds everything needed to resume bit-for-bit.
+The fast path holds the data as one uint8 tensor on the training device, augments whole
+batches with tensor ops, draws batches from a seeded permutation (no DataLoader), and on CUDA
+adds channels_last, bf16 autocast and the fused optimizer. A checkpoint every
+`checkpoint_every` epochs holds everything needed to resume bit-for-bit. Launched by
+torchrun, each process trains on its shard of every global batch (lttools.distributed).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -21,32 +25,53 @@ from lttools.atomic import save_torch
 from lttools.data.augment import random_crop_flip
 from lttools.data.prepared import Splits
 from lttools.device import resolve_device
+from lttools.distributed import (DistContext, close_distributed, convert_batchnorm,
+                                 init_distributed)
 from lttools.errors import LTError, check_range
 from lttools.metrics import accuracy_summary
 from lttools.models import CifarResNet, create_backbone
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+AMP_CHOICES = ("auto", "bf16", "off")
+# Settings that change how fast training runs but not what it computes; a checkpoint may be
+# resumed under different values of these.
+RUNTIME_ONLY = ("compile",)
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
     arch: str = "resnet32"
     epochs: int = 200
-    batch_size: int = 64
-    lr: float = 0.01
+    batch_size: int = 64  # the global batch (all processes together)
+    lr: float = 0.01  # for base_batch_size; scaled linearly to batch_size
+    base_batch_size: int = 64
+    warmup_epochs: float = 0.0  # linear warm-up from lr/steps to lr, then cosine
     momentum: float = 0.9
     weight_decay: float = 5e-3
     crop_pad: int = 4
     flip: bool = True
     seed: int = 0
+    amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model (first epoch pays for compilation)
+    sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch
 
     def validate(self) -> None:
         check_range("backbone.epochs", self.epochs, low=1)
         check_range("backbone.batch_size", self.batch_size, low=2)
+        check_range("backbone.base_batch_size", self.base_batch_size, low=1)
         check_range("backbone.lr", self.lr, low=0, low_inclusive=False)
+        check_range("backbone.warmup_epochs", self.warmup_epochs, 0, self.epochs)
         check_range("backbone.momentum", self.momentum, 0, 1, high_inclusive=False)
         check_range("backbone.weight_decay", self.weight_decay, low=0)
         check_range("backbone.crop_pad", self.crop_pad, low=0)
+        if self.amp not in AMP_CHOICES:
+            raise LTError(f"backbone.amp = {self.amp!r} is not valid; choose one of "
+                          f"{', '.join(AMP_CHOICES)}")
+
+    @property
+    def scaled_lr(self) -> float:
+        return self.lr * self.batch_size / self.base_batch_size
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "BackboneConfig":
@@ -60,6 +85,7 @@ class BackboneConfig:
 class TrainResult:
     model: CifarResNet
     history: list[dict[str, float]]
+    is_main: bool = True  # False on the other ranks of a torchrun launch: write nothing
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,9 +110,32 @@ def evaluate_images(model: CifarResNet, splits: Splits, split: str) -> dict[str,
     return {k: float(v) for k, v in summary.items()}
 
 
-def _fingerprint(cfg: BackboneConfig, splits: Splits) -> dict[str, Any]:
-    return {**dataclasses.asdict(cfg), **{f"data.{k}": v for k, v in splits.meta.items()},
-            "num_classes": splits.num_classes, "n_train": int(len(splits.labels["train"]))}
+def lr_factor(step: int, steps_per_epoch: int, cfg: BackboneConfig) -> float:
+    """Linear warm-up over `warmup_epochs`, then cosine annealing stepped per epoch
+    (torch's CosineAnnealingLR(T_max=epochs)) over the remaining epochs."""
+    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return (step + 1) / warm
+    epoch = (step - warm) // steps_per_epoch
+    span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+    return 0.5 * (1 + math.cos(math.pi * min(epoch / span, 1.0)))
+
+
+def _amp_context(cfg: BackboneConfig, dev: torch.device):
+    amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dev.type == "cuda" else "off")
+    if amp == "bf16" and dev.type != "cuda":
+        raise LTError("backbone.amp = 'bf16' needs CUDA (bf16 autocast on a CPU is slower than "
+                      "fp32); use amp: auto or off")
+    if amp == "bf16":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _fingerprint(cfg: BackboneConfig, splits: Splits, world_size: int) -> dict[str, Any]:
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_ONLY}
+    return {**settings, **{f"data.{k}": v for k, v in splits.meta.items()},
+            "num_classes": splits.num_classes, "n_train": int(len(splits.labels["train"])),
+            "world_size": world_size}
 
 
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
@@ -97,6 +146,20 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path)
                       f"Restore those settings, or delete {path} to train from scratch.")
 
 
+def _load_checkpoint(path: Path, dev: torch.device) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location=dev, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — a half-written or foreign file
+        raise LTError(f"checkpoint {path} is unreadable (truncated, or not an lttools "
+                      f"checkpoint: {type(exc).__name__}); delete it to train from scratch"
+                      ) from exc
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        version = state.get("version") if isinstance(state, dict) else None
+        raise LTError(f"checkpoint {path} has version {version}, expected "
+                      f"{CHECKPOINT_VERSION}; delete it to train from scratch")
+    return state
+
+
 def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
                    checkpoint: str | Path | None = None, checkpoint_every: int = 5,
                    quiet: bool = False, stop_after: int | None = None) -> TrainResult:
@@ -104,30 +167,42 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
     leaving the checkpoint as an interrupted run would."""
     cfg.validate()
     dev = resolve_device(device)
+    ctx = init_distributed(dev, cfg.batch_size)
+    if ctx.active and dev.type == "cuda":
+        dev = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(dev)
+    try:
+        return _train(splits, cfg, dev, ctx, checkpoint, checkpoint_every, quiet, stop_after)
+    finally:
+        close_distributed(ctx)
+
+
+def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistContext,
+           checkpoint, checkpoint_every: int, quiet: bool, stop_after: int | None) -> TrainResult:
     torch.manual_seed(cfg.seed)
+    autocast = _amp_context(cfg, dev)
     x_train = torch.from_numpy(splits.images["train"]).to(dev)
     y_train = torch.from_numpy(splits.labels["train"]).to(dev)
     model = create_backbone(cfg.arch, splits.num_classes, x_train.shape[1])
     model.set_normalization(*channel_stats(x_train.cpu()))
+    if ctx.active and cfg.sync_bn:
+        convert_batchnorm(model)
     model.to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.scaled_lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay, fused=dev.type == "cuda" or None)
+    n = len(y_train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, steps_per_epoch, cfg))
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     start = 0
-    fingerprint = _fingerprint(cfg, splits)
+    fingerprint = _fingerprint(cfg, splits, ctx.world_size)
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path is not None and ckpt_path.exists():
-        try:
-            state = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 — a half-written or foreign file
-            raise LTError(f"checkpoint {ckpt_path} is unreadable (truncated, or not an lttools "
-                          f"checkpoint: {type(exc).__name__}); delete it to train from scratch"
-                          ) from exc
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise LTError(f"checkpoint {ckpt_path} has version {state.get('version')}, expected "
-                          f"{CHECKPOINT_VERSION}; delete it to train from scratch")
+        state = _load_checkpoint(ckpt_path, dev)
         finished_other_run = state["complete"] and state["fingerprint"] != fingerprint
         if not finished_other_run:  # a finished run with other settings is simply replaced
             _check_resumable(state["fingerprint"], fingerprint, ckpt_path)
@@ -139,9 +214,14 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
             history = list(state["history"])
             start = int(state["epoch"])
 
-    n = len(y_train)
-    bar = tqdm(range(start, cfg.epochs), desc="stage 1", unit="epoch", disable=quiet,
-               initial=start, total=cfg.epochs)
+    net = model
+    if ctx.active:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    bar = tqdm(range(start, cfg.epochs), desc="stage 1", unit="epoch",
+               disable=quiet or not ctx.is_main, initial=start, total=cfg.epochs)
     for epoch in bar:
         if stop_after is not None and epoch - start >= stop_after:
             break
@@ -151,24 +231,29 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
         loss_sum = correct = seen = 0.0
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
+            if ctx.active:  # equal shards: drop the remainder of a last, short batch
+                idx = idx[:len(idx) - len(idx) % ctx.world_size]
             if len(idx) < 2:  # BatchNorm cannot train on a single image
                 continue
+            # augmentation of the whole global batch, identical on every rank
             xb = random_crop_flip(x_train[idx], cfg.crop_pad, gen, cfg.flip)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, y_train[idx])
+            xb, yb = ctx.shard(xb), ctx.shard(y_train[idx])
+            with autocast():
+                logits = net(xb.contiguous(memory_format=memory_format))
+                loss = F.cross_entropy(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += float((logits.argmax(1) == y_train[idx]).sum())
-            seen += len(idx)
-        sched.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(yb)
+            correct += float((logits.argmax(1) == yb).sum())
+            seen += len(yb)
+        loss_sum, correct, seen = ctx.sum([loss_sum, correct, seen], dev)
         seconds = time.perf_counter() - t0
-        val = evaluate_images(model, splits, "val") if len(splits.labels["val"]) else {}
         row = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": 100 * correct / seen,
-               "images_per_s": seen / seconds}
-        if val:
-            row["val_bacc"] = val["bacc"]
+               "images_per_s": seen / seconds, "lr": opt.param_groups[0]["lr"]}
+        if ctx.is_main and len(splits.labels["val"]):
+            row["val_bacc"] = evaluate_images(model, splits, "val")["bacc"]
         if not math.isfinite(row["loss"]):
             raise LTError(f"stage 1 diverged at epoch {epoch + 1} (loss {row['loss']}); lower "
                           "backbone.lr")
@@ -176,21 +261,24 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
         bar.set_postfix(loss=f"{row['loss']:.3f}", val_bacc=f"{row.get('val_bacc', 0):.1f}",
                         img_s=f"{row['images_per_s']:.0f}")
         done = epoch + 1
-        if ckpt_path is not None and (done % checkpoint_every == 0 or done == cfg.epochs):
+        if ctx.is_main and ckpt_path is not None and (done % checkpoint_every == 0
+                                                      or done == cfg.epochs):
             save_torch(ckpt_path, {
                 "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "epoch": done,
                 "complete": done == cfg.epochs,
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": history})
-    return TrainResult(model, history)
+        ctx.barrier()
+    model.to(memory_format=torch.contiguous_format)
+    return TrainResult(model, history, ctx.is_main)
 
 
 def backbone_payload(model: CifarResNet, cfg: BackboneConfig, splits: Splits) -> dict[str, Any]:
     """What `models/backbone.pt` holds: a state dict and what is needed to rebuild the model."""
     return {"arch": cfg.arch, "num_classes": splits.num_classes,
             "in_channels": int(splits.images["train"].shape[1]),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             "dataset": splits.dataset}
 
 

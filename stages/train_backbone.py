@@ -18,6 +18,8 @@ def main() -> None:
     splits = read_splits(args.data)
     result = train_backbone(splits, cfg, params.get("device", "auto"), args.checkpoint,
                             int(params.get("checkpoint_every", 5)), args.quiet)
+    if not result.is_main:  # other torchrun ranks: rank 0 writes the outputs
+        return
     save_torch(args.out, backbone_payload(result.model, cfg, splits))
     test = evaluate_images(result.model, splits, "test")
     last = result.history[-1]

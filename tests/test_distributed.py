@@ -1,0 +1,76 @@
+"""torchrun with 2 processes (gloo on CPU) matches one process with the same global batch."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lttools.data.prepared import write_splits
+from lttools.distributed import DistContext
+from lttools.errors import LTError
+from lttools.train import BackboneConfig, train_backbone
+from test_train import tiny_splits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shards_partition_the_global_batch():
+    batch = torch.arange(12)
+    parts = [DistContext(r, 3).shard(batch) for r in range(3)]
+    assert torch.equal(torch.cat(parts), batch)
+
+
+def test_global_batch_must_divide_by_world_size(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(LTError, match="batch_size = 16 .* divisible by the number of processes"):
+        train_backbone(tiny_splits(), BackboneConfig(epochs=1, batch_size=16), "cpu", quiet=True)
+
+
+def _random_image_splits():
+    """Noise images: the class-prototype images of tiny_splits make BatchNorm variances so
+    small that float32 rounding alone separates two reduction orders."""
+    splits = tiny_splits(per_class=(40, 20, 10, 6))
+    rng = np.random.RandomState(0)
+    for k, v in splits.images.items():
+        splits.images[k] = rng.randint(0, 256, v.shape).astype(np.uint8)
+    return splits
+
+
+def _relative_gap(a: dict, b: dict) -> float:
+    keys = [k for k in a if "running" not in k and "num_batches" not in k]
+    va = torch.cat([a[k].flatten().double() for k in keys])
+    vb = torch.cat([b[k].flatten().double() for k in keys])
+    return float((va - vb).norm() / va.norm())
+
+
+def test_torchrun_two_processes_matches_single_process(tmp_path):
+    write_splits(tmp_path / "data.h5", _random_image_splits())
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+    def train(tag, launcher, **overrides):
+        params = {"backbone": {"arch": "resnet32", "epochs": 1, "batch_size": 16, "lr": 0.05,
+                               "seed": 3, "device": "cpu", "sync_bn": True, **overrides}}
+        (tmp_path / f"{tag}.yaml").write_text(yaml.safe_dump(params))
+        out = subprocess.run(
+            launcher + [str(ROOT / "stages/train_backbone.py"), "--quiet", "--params",
+                        f"{tag}.yaml", "--data", "data.h5", "--out", f"{tag}.pt", "--checkpoint",
+                        f"{tag}.ckpt", "--metrics", f"{tag}.json", "--history", f"{tag}_h.json"],
+            cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return torch.load(tmp_path / f"{tag}.pt", weights_only=True)["state_dict"]
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2"]
+    single = train("single", [sys.executable])
+    synced = train("ddp", torchrun)
+    per_shard_bn = train("ddp_nosync", torchrun, sync_bn=False)
+    assert single.keys() == synced.keys()
+    gap = _relative_gap(single, synced)
+    assert gap < 1e-3, gap  # float32 reduction order only
+    # without synchronised BatchNorm each rank normalises by its own 8 images: a real change
+    assert _relative_gap(single, per_shard_bn) > 10 * gap
