@@ -183,3 +183,14 @@ def test_mislas_eps_goes_from_head_to_tail():
 def test_ldam_margins_largest_for_rarest():
     m = P.ldam_margins(torch.tensor([625, 16, 1]), torch.tensor([0.5]))
     assert m[0].numpy() == pytest.approx([0.1, 0.25, 0.5])
+
+
+def test_weight_norm_ratio_is_recorded_and_tau_one_equalises_norms():
+    data = toy_data()
+    hist = train_heads(make_plan("tau_norm", {"tau": [0.0, 1.0]}, SHARED), data, quiet=True)
+    ratio = hist.scalars["test"]["wnorm_ratio"][:, -1]
+    norms = data.head_weight.norm(dim=-1)
+    assert float(ratio[0]) == pytest.approx(float(norms.max() / norms.min()), rel=1e-5)
+    assert float(ratio[1]) == pytest.approx(1.0, abs=1e-5)
+    assert "wnorm_ratio" not in train_heads(make_plan("disalign", {}, SHARED), data,
+                                            quiet=True).scalars["test"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from lttools.report.load import MethodResult, ranked
 
 COLUMNS = ("rank", "method", "test bal. acc", "last epoch", "Many", "Medium", "Few",
-           "LoMa mean (spread)", "RSD", "ECE", "selected")
+           "LoMa mean (spread)", "RSD", "ECE", "‖w‖ max/min", "selected")
 
 
 def pm(r: MethodResult, name: str) -> str:
@@ -35,7 +35,7 @@ def rows(results: list[MethodResult]) -> list[list[str]]:
             f"{r.key} ({r.details['method']})"
         out.append([str(i), name, pm(r, "test_bacc"), pm(r, "last_test_bacc"), pm(r, "test_many"),
                     pm(r, "test_medium"), pm(r, "test_few"), loma_cell, pm(r, "test_rsd_mean"),
-                    pm(r, "test_ece"), selected(r)])
+                    pm(r, "test_ece"), pm(r, "test_wnorm_ratio"), selected(r)])
     return out
 
 
@@ -51,7 +51,8 @@ def markdown(results: list[MethodResult], backbone: dict | None = None) -> str:
              f"{'/'.join(map(str, sorted(seeds))) or 'no'} seeds; 'last epoch' is the same "
              "without epoch selection. Many / Medium / Few: more than 100 / 20-100 / fewer than "
              "20 training images; — marks an empty group. LoMa: logits magnitude, mean across "
-             "classes (std across classes); RSD: regularised std; ECE: calibration error (%).", ""]
+             "classes (std across classes); RSD: regularised std; ECE: calibration error (%); "
+             "‖w‖ max/min: largest over smallest class-weight norm.", ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "---|" * len(COLUMNS))
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]

@@ -12,7 +12,7 @@ from lttools.metrics import mean_std
 from lttools.retrain.trainer import History
 
 REPORTED = ("acc", "bacc", "many", "medium", "few", "loma_mean", "loma_std", "loma_min",
-            "loma_max", "rsd_mean", "rsd_std", "ece")
+            "loma_max", "rsd_mean", "rsd_std", "ece", "wnorm_ratio")
 LAST_REPORTED = ("acc", "bacc", "many", "medium", "few", "loma_mean", "ece")
 
 

@@ -120,6 +120,23 @@ def _eval_logits(plan: Plan, params, frozen, x: torch.Tensor, hp, counts) -> tor
     return torch.matmul(x, w.transpose(-1, -2)) + b[:, None, :]
 
 
+def _weight_norm_ratio(plan: Plan, params, frozen, hp, counts) -> torch.Tensor | None:
+    """Largest over smallest class-weight row norm of each head [H] (of the head that
+    predicts: post-hoc transforms applied); None for heads that are not one matrix."""
+    head = HEADS[plan.method.head]
+    linear = head.linear(params, frozen)
+    if linear is None:
+        if "w" not in params:
+            return None
+        w = params["w"]
+    else:
+        w, b = linear
+        if plan.method.posthoc is not None:
+            w, _ = plan.method.posthoc(w, b, hp, counts)
+    norms = w.detach().norm(dim=-1).double().cpu()
+    return norms.max(-1).values / norms.min(-1).values.clamp_min(1e-12)
+
+
 def _split_logits(plan, params, frozen, views: torch.Tensor, hp, counts) -> torch.Tensor:
     """Logits averaged over the stored views (test: clean + flipped, as the paper evaluates)."""
     return torch.stack([_eval_logits(plan, params, frozen, v, hp, counts)
@@ -138,6 +155,9 @@ def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_counts):
         rel = reliability(z, lab)
         out_pc[split] = {"acc": 100 * per_class_accuracy(z, lab), "loma": logits_magnitude(z, lab),
                          "rel_count": rel["count"], "rel_acc": rel["acc"], "rel_conf": rel["conf"]}
+    ratio = _weight_norm_ratio(plan, params, frozen, hp, counts)
+    if ratio is not None:
+        out_scalars["test"]["wnorm_ratio"] = ratio
     return out_scalars, out_pc
 
 

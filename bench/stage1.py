@@ -1,0 +1,65 @@
+"""Stage-1 throughput: the fast path (lttools.train: data resident on the device, batched
+crop+flip, channels_last, bf16 + fused SGD on CUDA, optional large batch / compile) vs the
+paper's way (lttools.train_reference: DataLoader workers, per-image CPU augmentation, fp32,
+batch 64), on the same random CIFAR-100-LT-shaped data, measured in one run.
+
+    python bench/stage1.py                                  # CPU, small
+    python bench/stage1.py --arch resnet34 --images 10847 --fast-batch 512 --epochs 3 --workers 8
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+import torch
+
+from common import machine
+from lttools.data.prepared import Splits
+from lttools.train import BackboneConfig, train_backbone
+from lttools.train_reference import train_reference
+
+
+def random_splits(n: int, k: int = 100, size: int = 32) -> Splits:
+    rng = np.random.RandomState(0)
+    y = rng.randint(0, k, n)
+    empty = np.zeros((0, 3, size, size), np.uint8)
+    return Splits("random", k, {"train": rng.randint(0, 256, (n, 3, size, size), dtype=np.uint8),
+                                "val": empty, "test": empty},
+                  {"train": y, "val": np.zeros(0, np.int64), "test": np.zeros(0, np.int64)})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--arch", default="resnet32")
+    p.add_argument("--images", type=int, default=2048)
+    p.add_argument("--epochs", type=int, default=3, help="median over epochs after the first")
+    p.add_argument("--ref-batch", type=int, default=64)
+    p.add_argument("--fast-batch", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--compile", action="store_true")
+    args = p.parse_args()
+    print(machine())
+    splits = random_splits(args.images)
+    print(f"{args.images} random 32x32x3 images, 100 classes, {args.arch}, {args.device}")
+
+    ref_cfg = BackboneConfig(arch=args.arch, epochs=args.epochs, batch_size=args.ref_batch)
+    _, ref_speeds = train_reference(splits, ref_cfg, args.device, args.workers)
+    ref = statistics.median(ref_speeds[1:] or ref_speeds)
+
+    fast_cfg = BackboneConfig(arch=args.arch, epochs=args.epochs, batch_size=args.fast_batch,
+                              compile=args.compile)
+    hist = train_backbone(splits, fast_cfg, args.device, quiet=True).history
+    speeds = [row["images_per_s"] for row in hist]
+    fast = statistics.median(speeds[1:] or speeds)
+    amp = "bf16" if args.device.startswith("cuda") else "fp32"
+    print(f"  reference (DataLoader x{args.workers} workers, CPU crop+flip, fp32, batch "
+          f"{args.ref_batch}): {ref:,.0f} images/s")
+    print(f"  fast path (resident data, batched crop+flip, channels_last, {amp}, batch "
+          f"{args.fast_batch}{', compiled' if args.compile else ''}): {fast:,.0f} images/s")
+    print(f"ratio: {fast / ref:.2f}")
+
+
+if __name__ == "__main__":
+    main()
