@@ -1,15 +1,15 @@
 """The plain PyTorch way, one head at a time: nn.Linear, torch.optim.SGD, CosineAnnealingLR.
 
-It consumes the same sampling stream and the same method pieces as the batched trainer, so
-the two must give the same weights; tests check that, and bench/retrain.py times both.
+It consumes the same sampling stream and the same loss as the batched trainer but its own
+parameters, optimizer and schedule, so the two must give the same weights; tests check that,
+and bench/retrain.py times both.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from lttools.retrain.plan import Plan
-from lttools.retrain.trainer import FeatureData, sample_epoch
+from lttools.retrain.trainer import FeatureData, method_loss, sample_epoch
 
 
 def train_one_head(plan: Plan, data: FeatureData, grid_index: int, seed: int,
@@ -29,24 +29,17 @@ def train_one_head(plan: Plan, data: FeatureData, grid_index: int, seed: int,
                           weight_decay=float(hp["weight_decay"]))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(plan.epochs, 1))
     gen = torch.Generator().manual_seed(seed)
+    frozen = {"w": data.head_weight, "b": data.head_bias}
     for epoch in range(plan.epochs):
         x = data.train[1 + epoch % views if views else 0]
         probs = method.sampling(counts, hp, epoch, plan.epochs, 1) if method.sampling else None
         idx = sample_epoch([gen], data.train_labels, probs)[0]
         cw = method.class_weights(counts, hp, epoch, plan.epochs) if method.class_weights else None
+        params = {"w": head.weight[None], "b": head.bias[None]}  # views: one head of one
         for s in range(0, len(idx), plan.batch_size):
             ib = idx[s:s + plan.batch_size]
-            y = data.train_labels[ib][None]
-            z = head(x[ib])[None]
-            if method.train_logits:
-                z = method.train_logits(z, y, hp, counts)
-            per = method.loss(z, y, hp, counts) if method.loss else F.cross_entropy(
-                z[0], y[0], reduction="none")[None]
-            if cw is not None:
-                w = cw.gather(1, y)
-                loss = (w * per).sum() / w.sum()
-            else:
-                loss = per.mean()
+            loss = method_loss(plan, params, frozen, x[ib][None], data.train_labels[ib][None], hp,
+                               counts, cw).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

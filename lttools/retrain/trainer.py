@@ -102,6 +102,25 @@ class BatchedSGD:
             p.sub_(self._per_head(lr, p) * self.bufs[name])
 
 
+def method_loss(plan: Plan, params, frozen, x: torch.Tensor, y: torch.Tensor, hp,
+                counts: torch.Tensor | None, class_weights: torch.Tensor | None) -> torch.Tensor:
+    """The method's training objective per head [H] on features x [H, B, D], labels y [H, B]:
+    logits, training-time logit changes, per-sample loss, class-weighted mean."""
+    method = plan.method
+    z = HEADS[method.head].logits(params, frozen, x, hp)
+    if method.train_logits is not None:
+        z = method.train_logits(z, y, hp, counts)
+    if method.loss is not None:
+        per_sample = method.loss(z, y, hp, counts)
+    else:
+        per_sample = F.cross_entropy(z.flatten(0, 1), y.flatten(),
+                                     reduction="none").view_as(y).to(z.dtype)
+    if class_weights is None:
+        return per_sample.mean(1)
+    w = class_weights.gather(1, y)
+    return (w * per_sample).sum(1) / w.sum(1)
+
+
 def _prior(plan: Plan, data: FeatureData, device) -> torch.Tensor | None:
     if not plan.method.needs_prior:
         return None
@@ -210,20 +229,7 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
         cw = method.class_weights(counts, hp, epoch, plan.epochs) if method.class_weights else None
         for s in range(0, idx.shape[1], plan.batch_size):
             ib = idx[:, s:s + plan.batch_size]
-            xb, yb = x_epoch[ib], y_all[ib]
-            z = head.logits(params, frozen, xb, hp)
-            if method.train_logits is not None:
-                z = method.train_logits(z, yb, hp, counts)
-            if method.loss is not None:
-                per_sample = method.loss(z, yb, hp, counts)
-            else:
-                per_sample = F.cross_entropy(z.flatten(0, 1), yb.flatten(),
-                                             reduction="none").view_as(yb).to(z.dtype)
-            if cw is not None:
-                w = cw.gather(1, yb)
-                loss = (w * per_sample).sum(1) / w.sum(1)
-            else:
-                loss = per_sample.mean(1)
+            loss = method_loss(plan, params, frozen, x_epoch[ib], y_all[ib], hp, counts, cw)
             grads = torch.autograd.grad(loss.sum(), list(params.values()))
             opt.step(dict(zip(params, grads)), lr)
             if caps is not None and plan.options.get("maxnorm_every") == "step":
