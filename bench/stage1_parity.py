@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--large-batch", type=int, default=512)
     p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--large-only", action="store_true", help="only the large-batch run")
     args = p.parse_args()
     print(machine())
     splits = read_splits(args.data)
@@ -44,6 +45,8 @@ def main() -> None:
             splits, dataclasses.replace(cfg, batch_size=args.large_batch,
                                         warmup_epochs=args.warmup), dev, quiet=True).model,
     }
+    if args.large_only:
+        runs = dict(list(runs.items())[-1:])
     print(f"{splits.dataset}, {len(splits.labels['train'])} training images, {base.arch}, "
           f"{base.epochs} epochs, seeds {args.seeds}")
     for name, run in runs.items():
