@@ -153,10 +153,9 @@ def _load_checkpoint(path: Path, dev: torch.device) -> dict[str, Any]:
         raise LTError(f"checkpoint {path} is unreadable (truncated, or not an lttools "
                       f"checkpoint: {type(exc).__name__}); delete it to train from scratch"
                       ) from exc
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        version = state.get("version") if isinstance(state, dict) else None
-        raise LTError(f"checkpoint {path} has version {version}, expected "
-                      f"{CHECKPOINT_VERSION}; delete it to train from scratch")
+    if not isinstance(state, dict):
+        raise LTError(f"checkpoint {path} is not an lttools checkpoint; delete it to train "
+                      "from scratch")
     return state
 
 
@@ -203,8 +202,13 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path is not None and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, dev)
-        finished_other_run = state["complete"] and state["fingerprint"] != fingerprint
-        if not finished_other_run:  # a finished run with other settings is simply replaced
+        same = (state.get("version") == CHECKPOINT_VERSION
+                and state.get("fingerprint") == fingerprint)
+        if not (state.get("complete") and not same):  # a finished other run is just replaced
+            if state.get("version") != CHECKPOINT_VERSION:
+                raise LTError(f"checkpoint {ckpt_path} of an interrupted run has version "
+                              f"{state.get('version')}, this lttools resumes version "
+                              f"{CHECKPOINT_VERSION}; delete it to train from scratch")
             _check_resumable(state["fingerprint"], fingerprint, ckpt_path)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])

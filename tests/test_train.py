@@ -122,3 +122,12 @@ def test_kill_dash_nine_then_rerun_resumes_to_identical_weights(tmp_path):
     b = torch.load(tmp_path / "killed.pt", weights_only=True)["state_dict"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_checkpoint_of_another_version(tmp_path):
+    ck = tmp_path / "ck.pt"
+    torch.save({"version": 0, "complete": False, "epoch": 1}, ck)
+    with pytest.raises(LTError, match="interrupted run has version 0.*delete it"):
+        train_backbone(tiny_splits(), CFG, "cpu", checkpoint=ck, quiet=True)
+    torch.save({"version": 0, "complete": True, "epoch": 1}, ck)  # finished: replaced
+    assert len(train_backbone(tiny_splits(), CFG, "cpu", checkpoint=ck, quiet=True).history) == 4
