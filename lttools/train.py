@@ -202,9 +202,9 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path is not None and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, dev)
-        same = (state.get("version") == CHECKPOINT_VERSION
-                and state.get("fingerprint") == fingerprint)
-        if not (state.get("complete") and not same):  # a finished other run is just replaced
+        # A finished run is never resumed: DVC re-runs this stage only when its code, data
+        # or params changed, so the finished result is stale. An interrupted one is resumed.
+        if not state.get("complete"):
             if state.get("version") != CHECKPOINT_VERSION:
                 raise LTError(f"checkpoint {ckpt_path} of an interrupted run has version "
                               f"{state.get('version')}, this lttools resumes version "

@@ -67,12 +67,16 @@ def test_resume_with_changed_hyper_parameters_says_what_differs(tmp_path):
         train_backbone(tiny_splits(), changed, "cpu", checkpoint=ck, quiet=True)
 
 
-def test_finished_checkpoint_with_other_settings_is_replaced(tmp_path):
+def test_finished_checkpoint_is_replaced_not_resumed(tmp_path):
     ck = tmp_path / "ck.pt"
     short = BackboneConfig(**{**CFG.__dict__, "epochs": 1})
     train_backbone(tiny_splits(), short, "cpu", checkpoint=ck, quiet=True)
     result = train_backbone(tiny_splits(), CFG, "cpu", checkpoint=ck, quiet=True)
     assert len(result.history) == 4
+    again = train_backbone(tiny_splits(), CFG, "cpu", checkpoint=ck, quiet=True)
+    assert len(again.history) == 4  # same settings, finished: trained again, same weights
+    for k, v in result.model.state_dict().items():
+        assert torch.equal(v, again.model.state_dict()[k]), k
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
