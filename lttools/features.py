@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import h5py
 import numpy as np
@@ -120,15 +120,6 @@ class FeatureStore:
             raise LTError(f"{self.path}: {split} features (view {view}) contain NaN or Inf; the "
                           "backbone diverged or the file is damaged. Re-run stage 1 / extraction.")
         return t
-
-    def read_all_views(self, split: str, device: str | torch.device = "cpu") -> torch.Tensor:
-        return torch.stack([self.read(split, v, device) for v in range(self.views[split])])
-
-    def iter_rows(self, split: str, view: int = 0, rows: int = 65536) -> Iterator[np.ndarray]:
-        with _open(self.path) as f:
-            ds = f[f"{split}/features"]
-            for i in range(0, ds.shape[1], rows):
-                yield ds[view, i:i + rows]
 
 
 def _open(path: Path) -> h5py.File:

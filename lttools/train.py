@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lttools.atomic import save_torch
+from lttools.config import from_section
 from lttools.data.augment import random_crop_flip
 from lttools.data.prepared import Splits
 from lttools.device import resolve_device
@@ -36,6 +37,7 @@ AMP_CHOICES = ("auto", "bf16", "off")
 # Settings that change how fast training runs but not what it computes; a checkpoint may be
 # resumed under different values of these.
 RUNTIME_ONLY = ("compile",)
+STAGE_KEYS = ("device", "checkpoint_every")  # read by the stage, not part of the recipe
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,7 @@ class BackboneConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "BackboneConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        cfg = cls(**{k: v for k, v in params.items() if k in names})
-        cfg.validate()
-        return cfg
+        return from_section(cls, params, "backbone", also_valid=STAGE_KEYS)
 
 
 @dataclass

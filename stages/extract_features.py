@@ -1,4 +1,5 @@
 """Stage `extract_features`: frozen penultimate features of every split -> the HDF5 store."""
+from lttools.config import from_section
 from lttools.data.prepared import read_splits
 from lttools.extract import ExtractConfig, extract_to_store
 from lttools.stage_cli import load_params, parser, run, section
@@ -11,9 +12,9 @@ def main() -> None:
     p.add_argument("--backbone", default="models/backbone.pt")
     p.add_argument("--out", default="data/features/features.h5")
     args = p.parse_args()
-    params = dict(section(load_params(args.params), "features"))
-    device = params.pop("device", "auto")
-    cfg = ExtractConfig(**params)
+    params = section(load_params(args.params), "features")
+    cfg = from_section(ExtractConfig, params, "features", also_valid=("device",))
+    device = params.get("device", "auto")
     splits = read_splits(args.data)
     model = load_backbone(args.backbone, device)
     extract_to_store(model, splits, args.backbone, args.out, cfg, args.quiet)

@@ -3,7 +3,7 @@ import pytest
 
 from fixtures import make_cifar
 from lttools.data import sources
-from lttools.data.prepared import prepare, read_splits, write_splits
+from lttools.data.prepared import DataConfig, prepare, read_splits, write_splits
 from lttools.errors import LTError
 
 
@@ -54,8 +54,8 @@ def test_unknown_dataset_lists_valid_names():
 
 def test_prepared_round_trip_and_disjoint_splits(tmp_path):
     make_cifar(tmp_path, "cifar10", per_class=40)
-    splits = prepare("cifar10", str(tmp_path), False, imb_ratio=10, max_per_class=30,
-                     val_per_class=5, selection="first", seed=0)
+    splits = prepare(DataConfig("cifar10", imb_ratio=10, max_per_class=30, root=str(tmp_path),
+                                val_per_class=5))
     assert splits.class_counts[0] == 30 and splits.class_counts[-1] == 3
     assert np.bincount(splits.labels["val"]).tolist() == [5] * 10
     # validation images are not among the training images (all synthetic images are distinct)

@@ -37,6 +37,26 @@ def test_prepare_data_rejects_bad_params(tmp_path, fashion_root, change, needle)
     assert not (tmp_path / "prep.h5").exists() and not list(tmp_path.glob(".prep.h5*"))
 
 
+@pytest.mark.parametrize("script,params,needle", [
+    ("prepare_data.py", {"data": {**DATA, "imb_ration": 10}},
+     "data: unknown key(s) imb_ration; valid keys: dataset, download, imb_ratio"),
+    ("prepare_data.py", {"data": {"dataset": "cifar10", "imb_ratio": 10}},
+     "data: missing required key(s) max_per_class"),
+    ("train_backbone.py", {"backbone": {"weight_decy": 0.1}},
+     "backbone: unknown key(s) weight_decy; valid keys: amp, arch, base_batch_size"),
+    ("extract_features.py", {"features": {"view": 2}}, "features: unknown key(s) view"),
+    ("retrain.py", {"data": {"dataset": "toy"}, "methods": {"ce": {}},
+                    "retrain": {"seed": [0]}}, "retrain: unknown key(s) seed"),
+    ("retrain.py", {"data": {"dataset": "toy"}, "methods": {"ce": {}},
+                    "retrain": {"views": -1}}, "retrain.views = -1 is out of range"),
+])
+def test_typos_and_missing_keys_are_named(tmp_path, script, params, needle):
+    args = ["ce"] if script == "retrain.py" else []
+    out = run_stage(tmp_path, script, params, *args)
+    assert out.returncode == 2 and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_prepare_data_missing_dataset(tmp_path, monkeypatch):
     params = {"data": {**DATA, "dataset": "cifar100", "root": str(tmp_path / "nothing")}}
     out = run_stage(tmp_path, "prepare_data.py", params, "--out", "prep.h5")

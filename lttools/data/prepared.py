@@ -30,15 +30,29 @@ class Splits:
         return np.bincount(self.labels["train"], minlength=self.num_classes)
 
 
-def prepare(dataset: str, root: str | None, download: bool, imb_ratio: float, max_per_class: int,
-            val_per_class: int, selection: str, seed: int) -> Splits:
-    raw = load_raw(dataset, root, download)
-    train_ix, val_ix = split_long_tailed(raw.train_y, raw.num_classes, imb_ratio, max_per_class,
-                                         val_per_class, selection, seed)
-    meta = {"dataset": dataset, "imb_ratio": float(imb_ratio), "max_per_class": int(max_per_class),
-            "val_per_class": int(val_per_class), "selection": selection, "seed": int(seed)}
+@dataclass(frozen=True)
+class DataConfig:
+    """The `data:` section of params.yaml."""
+    dataset: str
+    imb_ratio: float
+    max_per_class: int
+    root: str | None = None
+    download: bool = False
+    val_per_class: int = 0
+    selection: str = "first"
+    seed: int = 0
+
+
+def prepare(cfg: DataConfig) -> Splits:
+    raw = load_raw(cfg.dataset, cfg.root, cfg.download)
+    train_ix, val_ix = split_long_tailed(raw.train_y, raw.num_classes, cfg.imb_ratio,
+                                         cfg.max_per_class, cfg.val_per_class, cfg.selection,
+                                         cfg.seed)
+    meta = {"dataset": cfg.dataset, "imb_ratio": float(cfg.imb_ratio),
+            "max_per_class": int(cfg.max_per_class), "val_per_class": int(cfg.val_per_class),
+            "selection": cfg.selection, "seed": int(cfg.seed)}
     return Splits(
-        dataset, raw.num_classes,
+        cfg.dataset, raw.num_classes,
         images={"train": raw.train_x[train_ix], "val": raw.train_x[val_ix], "test": raw.test_x},
         labels={"train": raw.train_y[train_ix], "val": raw.train_y[val_ix], "test": raw.test_y},
         meta=meta)

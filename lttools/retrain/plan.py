@@ -6,8 +6,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from lttools.errors import LTError
-from lttools.retrain.registry import SCHEDULE_PARAMS, Method, get_method
+from lttools.errors import LTError, check_range
+from lttools.retrain.registry import SCHEDULE_PARAMS, TRAIN_PARAMS, Method, get_method
 
 # Settings in the `retrain:` section shared by every method's stage; any optimisation
 # hyper-parameter given there too (lr, epochs, ...) is the default under a method's own.
@@ -30,7 +30,25 @@ class Plan:
         return len(self.grid) * len(self.seeds)
 
 
+def check_shared(shared: dict[str, Any]) -> None:
+    """The `retrain:` section: known keys only, sane values."""
+    valid = {*SHARED_KEYS, *TRAIN_PARAMS, *SCHEDULE_PARAMS}
+    unknown = sorted(set(shared) - valid)
+    if unknown:
+        raise LTError(f"retrain: unknown key(s) {', '.join(unknown)}; valid keys: "
+                      f"{', '.join(sorted(valid))}")
+    views = shared.get("views", 0)
+    if isinstance(views, bool) or not isinstance(views, int):
+        raise LTError(f"retrain.views = {views!r} must be a whole number")
+    check_range("retrain.views", views, low=0)
+    seeds = shared.get("seeds", [0])
+    for s in seeds if isinstance(seeds, list) else [seeds]:
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise LTError(f"retrain.seeds must be whole numbers; got {s!r}")
+
+
 def make_plan(key: str, entry: dict[str, Any] | None, shared: dict[str, Any]) -> Plan:
+    check_shared(shared)
     entry = dict(entry or {})
     method = get_method(entry.pop("method", key))
     specs = method.all_params()

@@ -13,14 +13,18 @@ from lttools.retrain.summary import summarize
 from lttools.retrain.trainer import FeatureData, train_heads
 
 
-def load_feature_data(store: FeatureStore, views: int, device: torch.device) -> FeatureData:
+def load_feature_data(store: FeatureStore, views: int, flip_test: bool,
+                      device: torch.device) -> FeatureData:
+    """The views stage 2 uses: clean + `views` augmented training views (as many as stored;
+    the trainer refuses too few), clean validation, clean (+ flipped) test."""
     train_views = min(store.views["train"], 1 + views)
+    test_views = store.views["test"] if flip_test else 1
     return FeatureData(
         train=torch.stack([store.read("train", v, device) for v in range(train_views)]),
         train_labels=torch.from_numpy(store.labels["train"]).to(device),
         val=store.read("val", 0, device),
         val_labels=torch.from_numpy(store.labels["val"]).to(device),
-        test=store.read_all_views("test", device),
+        test=torch.stack([store.read("test", v, device) for v in range(test_views)]),
         test_labels=torch.from_numpy(store.labels["test"]).to(device),
         class_counts=store.class_counts,
         head_weight=torch.from_numpy(store.head_weight),
@@ -34,9 +38,6 @@ def run_method(key: str, entry: dict[str, Any] | None, shared: dict[str, Any],
     store = open_store(features, expect=expect)
     device = resolve_device(shared.get("device", "auto"))
     views = int(shared.get("views", 0))
-    data = load_feature_data(store, views, device)
-    if not shared.get("flip_test", True):
-        data.test = data.test[:1]
-    torch.manual_seed(plan.seeds[0])
+    data = load_feature_data(store, views, bool(shared.get("flip_test", True)), device)
     history = train_heads(plan, data, views=views, device=device, quiet=quiet)
     return summarize(history)

@@ -11,6 +11,7 @@ import torch
 from lttools.metrics import mean_std
 from lttools.retrain.trainer import History
 
+METRICS_SCHEMA = 1  # bump when metric names or meanings change; the report checks it
 REPORTED = ("acc", "bacc", "many", "medium", "few", "loma_mean", "loma_std", "loma_min",
             "loma_max", "rsd_mean", "rsd_std", "ece", "wnorm_ratio")
 LAST_REPORTED = ("acc", "bacc", "many", "medium", "few", "loma_mean", "ece")
@@ -34,9 +35,6 @@ def select(history: History) -> list[dict[str, int]]:
         out.append({"head": heads[g], "grid": g, "epoch": e + first,
                     "last_head": heads[g_last], "last_grid": g_last})
     return out
-
-
-METRICS_SCHEMA = 1
 
 
 def summarize(history: History) -> tuple[dict[str, float], dict[str, Any]]:
