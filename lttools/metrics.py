@@ -83,9 +83,11 @@ def reliability(logits: torch.Tensor, labels: torch.Tensor,
     correct = (pred == labels).to(torch.float64)
     idx = (conf * bins).ceil().long().clamp(1, bins) - 1
     shape = conf.shape[:-1] + (bins,)
-    cnt = torch.zeros(shape, dtype=torch.float64).scatter_add_(-1, idx, torch.ones_like(conf))
-    acc = torch.zeros(shape, dtype=torch.float64).scatter_add_(-1, idx, correct)
-    cf = torch.zeros(shape, dtype=torch.float64).scatter_add_(-1, idx, conf)
+    def binned(values: torch.Tensor) -> torch.Tensor:
+        zeros = torch.zeros(shape, dtype=torch.float64, device=conf.device)
+        return zeros.scatter_add_(-1, idx, values)
+
+    cnt, acc, cf = binned(torch.ones_like(conf)), binned(correct), binned(conf)
     return {"count": cnt, "acc": acc / cnt, "conf": cf / cnt}
 
 

@@ -135,3 +135,10 @@ def test_checkpoint_of_another_version(tmp_path):
         train_backbone(tiny_splits(), CFG, "cpu", checkpoint=ck, quiet=True)
     torch.save({"version": 0, "complete": True, "epoch": 1}, ck)  # finished: replaced
     assert len(train_backbone(tiny_splits(), CFG, "cpu", checkpoint=ck, quiet=True).history) == 4
+
+
+def test_cuda_only_option_on_cpu_is_a_clear_error():
+    with pytest.raises(LTError, match="amp = 'bf16' needs CUDA"):
+        train_backbone(tiny_splits(), BackboneConfig(epochs=1, amp="bf16"), "cpu", quiet=True)
+    with pytest.raises(LTError, match="backbone.amp = 'fp8' is not valid"):
+        BackboneConfig.from_params({"amp": "fp8"})

@@ -12,7 +12,7 @@ BETA = Param(0.9999, "effective-number beta; -> 1 gives inverse frequency", 0, 1
 
 
 def _class_balanced_sampling(counts, hp, epoch, epochs, heads):
-    return P.power_class_probs(counts, torch.zeros(heads))
+    return P.power_class_probs(counts, torch.zeros(heads, device=counts.device))
 
 
 def _cb_weights(counts, hp, epoch, epochs):

@@ -51,8 +51,8 @@ def power_class_probs(counts: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def progressive_class_probs(counts: torch.Tensor, epoch: int, epochs: int, heads: int) -> torch.Tensor:
     """Kang et al.'s progressively-balanced sampling: (1 - t/T) instance- + (t/T) class-balanced."""
     t = epoch / max(epochs - 1, 1)
-    ib = power_class_probs(counts, torch.ones(heads))
-    cb = power_class_probs(counts, torch.zeros(heads))
+    ib = power_class_probs(counts, torch.ones(heads, device=counts.device))
+    cb = power_class_probs(counts, torch.zeros(heads, device=counts.device))
     return (1 - t) * ib + t * cb
 
 
