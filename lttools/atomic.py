@@ -6,6 +6,7 @@ file or nothing, never a truncated one.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -42,7 +43,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """torch.save, atomically and byte-stable: torch names the archive inside the file after
+    the file, so it is serialised under the final name (in memory), then written."""
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getvalue())
