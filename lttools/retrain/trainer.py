@@ -130,53 +130,50 @@ def _prior(plan: Plan, data: FeatureData, device) -> torch.Tensor | None:
     return torch.as_tensor(data.class_counts, device=device)
 
 
-def _eval_logits(plan: Plan, params, frozen, x: torch.Tensor, hp, counts) -> torch.Tensor:
-    head = HEADS[plan.method.head]
-    if plan.method.posthoc is None:
-        return head.logits(params, frozen, x, hp)
-    w, b = head.linear(params, frozen)
-    w, b = plan.method.posthoc(w, b, hp, counts)
-    return torch.matmul(x, w.transpose(-1, -2)) + b[:, None, :]
+def _predicting_head(plan: Plan, params, frozen, hp, counts):
+    """The linear head (W [H, K, D], b [H, K]) that predicts, post-hoc transform applied;
+    None for heads that are not one linear map (cosine, DisAlign)."""
+    linear = HEADS[plan.method.head].linear(params, frozen)
+    if linear is None or plan.method.posthoc is None:
+        return linear
+    return plan.method.posthoc(*linear, hp, counts)
 
 
-def _weight_norm_ratio(plan: Plan, params, frozen, hp, counts) -> torch.Tensor | None:
-    """Largest over smallest class-weight row norm of each head [H] (of the head that
-    predicts: post-hoc transforms applied); None for heads that are not one matrix."""
-    head = HEADS[plan.method.head]
-    linear = head.linear(params, frozen)
-    if linear is None:
-        if "w" not in params:
-            return None
-        w = params["w"]
-    else:
-        w, b = linear
-        if plan.method.posthoc is not None:
-            w, _ = plan.method.posthoc(w, b, hp, counts)
+def _weight_norm_ratio(w: torch.Tensor) -> torch.Tensor:
+    """Largest over smallest class-weight row norm of each head, [H, K, D] -> [H]."""
     norms = w.detach().norm(dim=-1).double().cpu()
     return norms.max(-1).values / norms.min(-1).values.clamp_min(1e-12)
 
 
-def _split_logits(plan, params, frozen, views: torch.Tensor, hp, counts) -> torch.Tensor:
-    """Logits averaged over the stored views (test: clean + flipped, as the paper evaluates)."""
-    return torch.stack([_eval_logits(plan, params, frozen, v, hp, counts)
-                        for v in views]).mean(0)
+def _split_logits(plan, params, frozen, views: torch.Tensor, hp, linear) -> torch.Tensor:
+    """Logits averaged over the stored views (test: clean + flipped, as the paper evaluates).
+    A post-hoc method predicts with its transformed linear head."""
+    def logits(x):
+        if plan.method.posthoc is None:
+            return HEADS[plan.method.head].logits(params, frozen, x, hp)
+        w, b = linear
+        return torch.matmul(x, w.transpose(-1, -2)) + b[:, None, :]
+
+    return torch.stack([logits(v) for v in views]).mean(0)
 
 
 def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_counts):
     out_scalars, out_pc = {}, {}
+    with torch.no_grad():
+        linear = _predicting_head(plan, params, frozen, hp, counts)
     for split, views, labels in (("val", data.val[None], data.val_labels),
                                  ("test", data.test, data.test_labels)):
         with torch.no_grad():
-            z = _split_logits(plan, params, frozen, views, hp, counts).cpu()
+            z = _split_logits(plan, params, frozen, views, hp, linear).cpu()
         lab = labels.cpu()
         sc = {**accuracy_summary(z, lab, eval_counts), **diagnostics(z, lab)}
         out_scalars[split] = sc
         rel = reliability(z, lab)
         out_pc[split] = {"acc": 100 * per_class_accuracy(z, lab), "loma": logits_magnitude(z, lab),
                          "rel_count": rel["count"], "rel_acc": rel["acc"], "rel_conf": rel["conf"]}
-    ratio = _weight_norm_ratio(plan, params, frozen, hp, counts)
-    if ratio is not None:
-        out_scalars["test"]["wnorm_ratio"] = ratio
+    w = linear[0] if linear is not None else params.get("w")  # cosine head: its raw rows
+    if w is not None:
+        out_scalars["test"]["wnorm_ratio"] = _weight_norm_ratio(w)
     return out_scalars, out_pc
 
 
