@@ -13,7 +13,7 @@ from lttools.report.load import load_results
 from lttools.retrain.plan import make_plan
 from lttools.retrain.summary import summarize
 from lttools.retrain.trainer import train_heads
-from lttools.atomic import write_json
+from lttools.results import ResultPaths, write_results
 from retrain_helpers import toy_data
 
 
@@ -21,10 +21,7 @@ def write_method(root: Path, key: str, entry: dict, seeds=(0, 1)):
     data = toy_data()
     plan = make_plan(key, entry, {"seeds": list(seeds), "epochs": 3, "lr": 0.05})
     metrics, details = summarize(train_heads(plan, data, quiet=True))
-    write_json(root / "plots" / "epochs" / f"{key}.json", details.pop("epochs"))
-    write_json(root / "plots" / "per_class" / f"{key}.json", details.pop("per_class"))
-    write_json(root / "details" / f"{key}.json", details)
-    write_json(root / "methods" / f"{key}.json", metrics)
+    write_results(ResultPaths(root), key, metrics, details)
     return metrics
 
 
@@ -38,8 +35,7 @@ def metrics_root(tmp_path):
 
 
 def test_leaderboard_is_sorted_and_complete(metrics_root):
-    results = load_results(["ce", "los", "crt"], metrics_root / "methods",
-                           metrics_root / "details", metrics_root / "plots")
+    results = load_results(["ce", "los", "crt"], metrics_root)
     md = markdown(results)
     table = [l for l in md.splitlines() if re.match(r"\| \d+ \|", l)]
     assert len(table) == 3
@@ -61,8 +57,7 @@ def test_empty_group_old_schema_and_unfinished_are_said_plainly(metrics_root):
     assert "test_many_mean" not in m  # toy counts 60..4: the Many group is empty
     m["test_ece_mean"] = float("nan")
     (metrics_root / "methods" / "los.json").write_text(json.dumps(m))
-    results = load_results(["ce", "los", "crt", "ghost"], metrics_root / "methods",
-                           metrics_root / "details", metrics_root / "plots")
+    results = load_results(["ce", "los", "crt", "ghost"], metrics_root)
     md = markdown(results)
     assert "**crt**: results written by another lttools version (schema 0" in md
     assert "**ce**: no finished seeds" in md

@@ -78,9 +78,9 @@ def _retrain_params(methods, **retrain):
 def test_retrain_rejects_bad_methods(tmp_path, methods, key, needle):
     write_gaussian_store(tmp_path / "f.h5")
     out = run_stage(tmp_path, "retrain.py", _retrain_params(methods), key, "--features", "f.h5",
-                    "--metrics", "m.json", "--details", "d.json")
+                    "--results-root", "out")
     assert out.returncode == 2 and needle in out.stderr, out.stderr
-    assert not (tmp_path / "m.json").exists() and not (tmp_path / "d.json").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_retrain_refuses_store_from_other_dataset(tmp_path):
@@ -88,26 +88,28 @@ def test_retrain_refuses_store_from_other_dataset(tmp_path):
     params = _retrain_params({"ce": {}})
     params["data"]["dataset"] = "cifar100"
     out = run_stage(tmp_path, "retrain.py", params, "ce", "--features", "f.h5",
-                    "--metrics", "m.json", "--details", "d.json")
+                    "--results-root", "out")
     assert out.returncode == 2 and "dataset = 'toy' but the params say 'cifar100'" in out.stderr
-    assert not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_retrain_refuses_truncated_store(tmp_path):
     path = write_gaussian_store(tmp_path / "f.h5")
     path.write_bytes(path.read_bytes()[:3000])
     out = run_stage(tmp_path, "retrain.py", _retrain_params({"ce": {}}), "ce", "--features",
-                    "f.h5", "--metrics", "m.json", "--details", "d.json")
+                    "f.h5", "--results-root", "out")
     assert out.returncode == 2 and "f.h5" in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_retrain_writes_metrics_on_good_input(tmp_path):
     write_gaussian_store(tmp_path / "f.h5")
     out = run_stage(tmp_path, "retrain.py", _retrain_params({"los": {"eps": [0.5, 0.9]}}), "los",
-                    "--features", "f.h5", "--metrics", "m.json", "--details", "d.json")
+                    "--features", "f.h5", "--results-root", "out")
     assert out.returncode == 0, out.stderr
     import json
-    m = json.loads((tmp_path / "m.json").read_text())
+    m = json.loads((tmp_path / "out" / "methods" / "los.json").read_text())
+    for part in ("details", "plots/epochs", "plots/per_class"):
+        assert (tmp_path / "out" / part / "los.json").exists()
     assert all(isinstance(v, (int, float)) for v in m.values())
     assert m["selected_eps_mean"] in (0.5, 0.9) and m["num_heads"] == 2

@@ -16,7 +16,7 @@ def build_report(keys: list[str], metrics_root: str | Path = "metrics",
                  out_dir: str | Path = "reports",
                  leaderboard_path: str | Path = "metrics/leaderboard.md") -> Path:
     root, out_dir = Path(metrics_root), Path(out_dir)
-    results = load_results(keys, root / "methods", root / "details", root / "plots")
+    results = load_results(keys, root)
     backbone = _maybe_json(root / "backbone.json")
     history = _maybe_json(root / "plots" / "backbone.json")
     write_text(leaderboard_path, leaderboard.markdown(results, backbone))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lttools.results import ResultPaths
 from lttools.retrain.summary import METRICS_SCHEMA
 
 
@@ -33,13 +34,13 @@ def _read(path: Path) -> Any:
         raise ValueError(f"{path} is unreadable ({exc})") from exc
 
 
-def load_method(key: str, metrics_dir: Path, details_dir: Path, plots_dir: Path) -> MethodResult:
+def load_method(key: str, paths: ResultPaths) -> MethodResult:
     r = MethodResult(key)
     try:
-        metrics = _read(metrics_dir / f"{key}.json")
-        r.details = _read(details_dir / f"{key}.json") or {}
-        r.epochs = _read(plots_dir / "epochs" / f"{key}.json") or []
-        r.per_class = _read(plots_dir / "per_class" / f"{key}.json") or []
+        metrics = _read(paths.metrics(key))
+        r.details = _read(paths.details(key)) or {}
+        r.epochs = _read(paths.epochs(key)) or []
+        r.per_class = _read(paths.per_class(key)) or []
     except ValueError as exc:
         r.problem = str(exc)
         return r
@@ -56,10 +57,9 @@ def load_method(key: str, metrics_dir: Path, details_dir: Path, plots_dir: Path)
     return r
 
 
-def load_results(keys: list[str], metrics_dir: str | Path = "metrics/methods",
-                 details_dir: str | Path = "metrics/details",
-                 plots_dir: str | Path = "metrics/plots") -> list[MethodResult]:
-    return [load_method(k, Path(metrics_dir), Path(details_dir), Path(plots_dir)) for k in keys]
+def load_results(keys: list[str], root: str | Path = "metrics") -> list[MethodResult]:
+    paths = ResultPaths(Path(root))
+    return [load_method(k, paths) for k in keys]
 
 
 def ranked(results: list[MethodResult]) -> list[MethodResult]:
