@@ -49,6 +49,11 @@ class DistContext:
         return t.tolist()
 
 
+def launched_rank() -> int:
+    """This process's rank under torchrun (0 when not launched by it), before any set-up."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device: torch.device, global_batch: int) -> DistContext:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); else one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +36,9 @@ CHECKPOINT_VERSION = 2
 AMP_CHOICES = ("auto", "bf16", "off")
 # Settings that change how fast training runs but not what it computes; a checkpoint may be
 # resumed under different values of these.
-RUNTIME_ONLY = ("compile",)
+RUNTIME_ONLY = ("compile", "cuda_graphs")
 STAGE_KEYS = ("device", "checkpoint_every")  # read by the stage, not part of the recipe
+EpochCallback = Callable[[dict[str, float]], None]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class BackboneConfig:
     amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (first epoch pays for compilation)
+    cuda_graphs: bool = False  # CUDA only: compile with mode="reduce-overhead" (CUDA graphs)
     sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch
 
     def validate(self) -> None:
@@ -120,7 +122,17 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: BackboneConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(epoch / span, 1.0)))
 
 
+def _compiled(net: torch.nn.Module, cfg: BackboneConfig) -> torch.nn.Module:
+    if cfg.cuda_graphs:
+        return torch.compile(net, mode="reduce-overhead")
+    return torch.compile(net) if cfg.compile else net
+
+
 def _amp_context(cfg: BackboneConfig, dev: torch.device):
+    """The autocast context to train under; CUDA-only options on another device are refused."""
+    if cfg.cuda_graphs and dev.type != "cuda":
+        raise LTError("backbone.cuda_graphs = true needs CUDA (it replays CUDA graphs of the "
+                      "training step); set it to false on this device")
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dev.type == "cuda" else "off")
     if amp == "bf16" and dev.type != "cuda":
         raise LTError("backbone.amp = 'bf16' needs CUDA (bf16 autocast on a CPU is slower than "
@@ -160,8 +172,10 @@ def _load_checkpoint(path: Path, dev: torch.device) -> dict[str, Any]:
 
 def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
                    checkpoint: str | Path | None = None, checkpoint_every: int = 5,
-                   quiet: bool = False, stop_after: int | None = None) -> TrainResult:
-    """Train (or resume) stage 1. `stop_after` ends early after that many epochs of this call,
+                   quiet: bool = False, stop_after: int | None = None,
+                   on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train (or resume) stage 1. `on_epoch` gets every epoch's row on rank 0, those restored
+    from a checkpoint first. `stop_after` ends early after that many epochs of this call,
     leaving the checkpoint as an interrupted run would."""
     cfg.validate()
     dev = resolve_device(device)
@@ -170,13 +184,15 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
         dev = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(dev)
     try:
-        return _train(splits, cfg, dev, ctx, checkpoint, checkpoint_every, quiet, stop_after)
+        return _train(splits, cfg, dev, ctx, checkpoint, checkpoint_every, quiet, stop_after,
+                      on_epoch if ctx.is_main else None)
     finally:
         close_distributed(ctx)
 
 
 def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistContext,
-           checkpoint, checkpoint_every: int, quiet: bool, stop_after: int | None) -> TrainResult:
+           checkpoint, checkpoint_every: int, quiet: bool, stop_after: int | None,
+           on_epoch: EpochCallback | None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     autocast = _amp_context(cfg, dev)
     x_train = torch.from_numpy(splits.images["train"]).to(dev)
@@ -216,13 +232,15 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
             torch.set_rng_state(state["torch_rng"])
             history = list(state["history"])
             start = int(state["epoch"])
+    if on_epoch is not None:
+        for row in history:
+            on_epoch(row)
 
     net = model
     if ctx.active:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
+    net = _compiled(net, cfg)
     bar = tqdm(range(start, cfg.epochs), desc="stage 1", unit="epoch",
                disable=quiet or not ctx.is_main, initial=start, total=cfg.epochs)
     for epoch in bar:
@@ -241,6 +259,8 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
             # augmentation of the whole global batch, identical on every rank
             xb = random_crop_flip(x_train[idx], cfg.crop_pad, gen, cfg.flip)
             xb, yb = ctx.shard(xb), ctx.shard(y_train[idx])
+            if cfg.cuda_graphs:  # a new training step: earlier graph outputs may be reused
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast():
                 logits = net(xb.contiguous(memory_format=memory_format))
                 loss = F.cross_entropy(logits.float(), yb)
@@ -261,6 +281,8 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
             raise LTError(f"stage 1 diverged at epoch {epoch + 1} (loss {row['loss']}); lower "
                           "backbone.lr")
         history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", val_bacc=f"{row.get('val_bacc', 0):.1f}",
                         img_s=f"{row['images_per_s']:.0f}")
         done = epoch + 1

@@ -11,3 +11,12 @@ from fixtures import make_fashion_mnist  # noqa: E402
 @pytest.fixture
 def fashion_root(tmp_path):
     return make_fashion_mnist(tmp_path / "fmnist")
+
+
+@pytest.fixture
+def dvc_dir(tmp_path):
+    """tmp_path as a DVC repository without git: where stage scripts may run."""
+    from dvc.repo import Repo
+
+    Repo.init(tmp_path, no_scm=True).close()
+    return tmp_path

@@ -13,6 +13,7 @@ from lttools.data.prepared import write_splits
 from lttools.distributed import DistContext
 from lttools.errors import LTError
 from lttools.train import BackboneConfig, train_backbone
+from lttools.training_log import read_curves
 from test_train import tiny_splits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,8 @@ def _relative_gap(a: dict, b: dict) -> float:
     return float((va - vb).norm() / va.norm())
 
 
-def test_torchrun_two_processes_matches_single_process(tmp_path):
+def test_torchrun_two_processes_matches_single_process(dvc_dir):
+    tmp_path = dvc_dir
     write_splits(tmp_path / "data.h5", _random_image_splits())
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
 
@@ -59,7 +61,7 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
         out = subprocess.run(
             launcher + [str(ROOT / "stages/train_backbone.py"), "--quiet", "--params",
                         f"{tag}.yaml", "--data", "data.h5", "--out", f"{tag}.pt", "--checkpoint",
-                        f"{tag}.ckpt", "--metrics", f"{tag}.json", "--history", f"{tag}_h.json"],
+                        f"{tag}.ckpt", "--curves", f"{tag}_log"],
             cwd=tmp_path, env=env, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr[-3000:]
         return torch.load(tmp_path / f"{tag}.pt", weights_only=True)["state_dict"]
@@ -69,6 +71,7 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     single = train("single", [sys.executable])
     synced = train("ddp", torchrun)
     per_shard_bn = train("ddp_nosync", torchrun, sync_bn=False)
+    assert [r["epoch"] for r in read_curves(tmp_path / "ddp_log")] == [1]  # rank 0 logs once
     assert single.keys() == synced.keys()
     gap = _relative_gap(single, synced)
     assert gap < 1e-3, gap  # float32 reduction order only

@@ -28,6 +28,17 @@ def dvc(repo: Path, *args: str) -> str:
     return out.stdout
 
 
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=repo, env={**_env(), **GIT_ENV},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
@@ -45,7 +56,9 @@ def repo(tmp_path_factory):
     params["features"].update(views=1, batch_size=128, device="cpu")
     params["retrain"].update(seeds=[0, 1], views=1, epochs=3, device="cpu")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "lttools")  # dvclive (stage 1's logger) needs a commit
     dvc(repo, "repro")
     return repo
 
@@ -60,7 +73,7 @@ def test_repro_writes_metrics_for_every_method(repo):
                      "test_medium_mean", "test_few_mean", "last_test_acc_mean", "val_bacc_mean"):
             assert isinstance(m[name], (int, float)), (key, name)
         assert m["num_seeds"] == 2
-    assert "test_acc" in metrics["metrics/backbone.json"]["data"]
+    assert {"test_acc", "val_bacc", "loss"} <= set(metrics["metrics/backbone/metrics.json"]["data"])
     assert (repo / "data/features/features.h5").exists()
 
 
@@ -86,17 +99,6 @@ def test_editing_one_method_reruns_only_that_method(repo):
         params_path.write_text(original)
 
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-
-
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=repo, env={**_env(), **GIT_ENV},
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
 def set_param(repo: Path, dotted: str, value) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     node = params
@@ -114,6 +116,9 @@ def test_report_stage_outputs(repo):
         assert f"| {key} |" in board
     assert len(list((repo / "reports").glob("*.png"))) >= 3
     assert (repo / "reports/report.html").exists()
+    assert (repo / "reports/backbone.png").exists()  # from the dvclive stage-1 curves
+    plots = dvc(repo, "plots", "show", "--json")
+    assert "metrics/backbone/plots/metrics/val_bacc.tsv" in plots
 
 
 def test_dvc_workflow_metrics_diff_experiments_and_queue(repo):

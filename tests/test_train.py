@@ -15,6 +15,7 @@ from fixtures import class_images
 from lttools.data.prepared import Splits, write_splits
 from lttools.errors import LTError
 from lttools.train import BackboneConfig, train_backbone
+from lttools.training_log import read_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +100,8 @@ def _stage_env():
     return env
 
 
-def test_kill_dash_nine_then_rerun_resumes_to_identical_weights(tmp_path):
+def test_kill_dash_nine_then_rerun_resumes_to_identical_weights(dvc_dir):
+    tmp_path = dvc_dir
     write_splits(tmp_path / "data.h5", tiny_splits(per_class=(120, 60, 30, 15), size=16))
     params = {"backbone": {"arch": "resnet32", "epochs": 6, "batch_size": 16, "lr": 0.05,
                            "seed": 1, "device": "cpu", "checkpoint_every": 1}}
@@ -108,8 +110,7 @@ def test_kill_dash_nine_then_rerun_resumes_to_identical_weights(tmp_path):
     def cmd(tag):
         return [sys.executable, str(ROOT / "stages/train_backbone.py"), "--quiet",
                 "--params", "params.yaml", "--data", "data.h5", "--out", f"{tag}.pt",
-                "--checkpoint", f"{tag}.ckpt", "--metrics", f"{tag}.json",
-                "--history", f"{tag}_history.json"]
+                "--checkpoint", f"{tag}.ckpt", "--curves", f"{tag}_log"]
 
     subprocess.run(cmd("full"), cwd=tmp_path, env=_stage_env(), check=True)
     proc = subprocess.Popen(cmd("killed"), cwd=tmp_path, env=_stage_env())
@@ -126,6 +127,10 @@ def test_kill_dash_nine_then_rerun_resumes_to_identical_weights(tmp_path):
     b = torch.load(tmp_path / "killed.pt", weights_only=True)["state_dict"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    # the resumed run's dvclive log covers all 6 epochs, equal to the uninterrupted one's
+    full, resumed = read_curves(tmp_path / "full_log"), read_curves(tmp_path / "killed_log")
+    assert [r["epoch"] for r in resumed] == list(range(1, 7))
+    assert resumed == full
 
 
 def test_checkpoint_of_another_version(tmp_path):
@@ -140,5 +145,8 @@ def test_checkpoint_of_another_version(tmp_path):
 def test_cuda_only_option_on_cpu_is_a_clear_error():
     with pytest.raises(LTError, match="amp = 'bf16' needs CUDA"):
         train_backbone(tiny_splits(), BackboneConfig(epochs=1, amp="bf16"), "cpu", quiet=True)
+    with pytest.raises(LTError, match="cuda_graphs = true needs CUDA"):
+        train_backbone(tiny_splits(), BackboneConfig(epochs=1, cuda_graphs=True), "cpu",
+                       quiet=True)
     with pytest.raises(LTError, match="backbone.amp = 'fp8' is not valid"):
         BackboneConfig.from_params({"amp": "fp8"})

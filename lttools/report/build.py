@@ -8,6 +8,7 @@ from lttools.atomic import write_text
 from lttools.report import html as html_report
 from lttools.report import leaderboard, plots
 from lttools.report.load import load_results
+from lttools.training_log import SUMMARY_FILE, read_curves
 
 REPORT_HTML = Path("reports/report.html")
 
@@ -17,8 +18,8 @@ def build_report(keys: list[str], metrics_root: str | Path = "metrics",
                  leaderboard_path: str | Path = "metrics/leaderboard.md") -> Path:
     root, out_dir = Path(metrics_root), Path(out_dir)
     results = load_results(keys, root)
-    backbone = _maybe_json(root / "backbone.json")
-    history = _maybe_json(root / "plots" / "backbone.json")
+    backbone = _maybe_json(root / "backbone" / SUMMARY_FILE)
+    history = read_curves(root / "backbone")
     write_text(leaderboard_path, leaderboard.markdown(results, backbone))
     figures = plots.all_plots(results, out_dir, history)
     intro = ("Methods sorted by selected test balanced accuracy (mean ± std over seeds); "

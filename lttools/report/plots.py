@@ -125,7 +125,7 @@ def reliability(results: list[MethodResult], path: Path) -> Path:
 def backbone_curve(history: list[dict], path: Path) -> Path:
     fig, a = plt.subplots(figsize=(6, 3.6))
     e = [row["epoch"] for row in history]
-    a.plot(e, [row["loss"] for row in history], color="C0", label="train loss")
+    a.plot(e, [row.get("loss", float("nan")) for row in history], color="C0", label="train loss")
     a.set(xlabel="stage-1 epoch", ylabel="train loss")
     b = a.twinx()
     b.plot(e, [row.get("val_bacc", float("nan")) for row in history], color="C1",
