@@ -28,7 +28,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--large-batch", type=int, default=512)
     p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--large-only", action="store_true", help="only the large-batch run")
+    p.add_argument("--runs", nargs="+", choices=("fast", "reference", "large"),
+                   default=["fast", "reference", "large"], help="which paths to train")
     args = p.parse_args()
     print(machine())
     splits = read_splits(args.data)
@@ -37,19 +38,20 @@ def main() -> None:
         base = dataclasses.replace(base, epochs=args.epochs)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     runs = {
-        f"fast, batch {base.batch_size}": lambda cfg: train_backbone(splits, cfg, dev,
-                                                                    quiet=True).model,
-        f"reference, batch {base.batch_size}": lambda cfg: train_reference(splits, cfg, dev)[0],
-        f"fast, batch {args.large_batch} (lr x{args.large_batch / base.base_batch_size:g}, "
-        f"warm-up {args.warmup:g} epochs)": lambda cfg: train_backbone(
-            splits, dataclasses.replace(cfg, batch_size=args.large_batch,
-                                        warmup_epochs=args.warmup), dev, quiet=True).model,
+        "fast": (f"fast, batch {base.batch_size}",
+                 lambda cfg: train_backbone(splits, cfg, dev, quiet=True).model),
+        "reference": (f"reference, batch {base.batch_size}",
+                      lambda cfg: train_reference(splits, cfg, dev)[0]),
+        "large": (f"fast, batch {args.large_batch} (lr x"
+                  f"{args.large_batch / base.base_batch_size:g}, warm-up {args.warmup:g} epochs)",
+                  lambda cfg: train_backbone(
+                      splits, dataclasses.replace(cfg, batch_size=args.large_batch,
+                                                  warmup_epochs=args.warmup),
+                      dev, quiet=True).model),
     }
-    if args.large_only:
-        runs = dict(list(runs.items())[-1:])
     print(f"{splits.dataset}, {len(splits.labels['train'])} training images, {base.arch}, "
           f"{base.epochs} epochs, seeds {args.seeds}")
-    for name, run in runs.items():
+    for name, run in (runs[r] for r in args.runs):
         accs = []
         for seed in args.seeds:
             model = run(dataclasses.replace(base, seed=seed))

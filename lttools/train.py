@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from lttools.atomic import save_torch
 from lttools.config import from_section
-from lttools.data.augment import random_crop_flip
+from lttools.data.augment import CropFlip, apply_crop_flip, draw_crop_flip
 from lttools.data.prepared import Splits
 from lttools.device import resolve_device
 from lttools.distributed import (DistContext, close_distributed, convert_batchnorm,
@@ -109,6 +109,19 @@ def evaluate_images(model: CifarResNet, splits: Splits, split: str) -> dict[str,
     logits = predict_logits(model, torch.from_numpy(splits.images[split]))
     summary = accuracy_summary(logits, torch.from_numpy(splits.labels[split]), splits.class_counts)
     return {k: float(v) for k, v in summary.items()}
+
+
+def epoch_batches(n: int, batch_size: int, world_size: int = 1) -> list[tuple[int, int]]:
+    """(start, size) of each step's global batch in an epoch's permutation. Under torchrun a
+    last, short batch is cut to a multiple of the world size (equal shards); a batch of one
+    image is skipped (BatchNorm cannot train on it)."""
+    out = []
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
+        size -= size % world_size
+        if size >= 2:
+            out.append((start, size))
+    return out
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: BackboneConfig) -> float:
@@ -249,15 +262,19 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
         model.train()
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen).to(dev)
-        loss_sum = correct = seen = 0.0
-        for i in range(0, n, cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
-            if ctx.active:  # equal shards: drop the remainder of a last, short batch
-                idx = idx[:len(idx) - len(idx) % ctx.world_size]
-            if len(idx) < 2:  # BatchNorm cannot train on a single image
-                continue
+        batches = epoch_batches(n, cfg.batch_size, ctx.world_size)
+        # The epoch's crops and flips, drawn on the CPU in the same order as batch by batch,
+        # reach the device in one copy: nothing inside the loop waits on the host.
+        draws = CropFlip.cat([draw_crop_flip(size, cfg.crop_pad, gen, cfg.flip)
+                              for _, size in batches]).to(dev)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        seen = drawn = 0
+        for first, size in batches:
+            idx = perm[first:first + size]
             # augmentation of the whole global batch, identical on every rank
-            xb = random_crop_flip(x_train[idx], cfg.crop_pad, gen, cfg.flip)
+            xb = apply_crop_flip(x_train[idx], cfg.crop_pad, draws[drawn:drawn + size])
+            drawn += size
             xb, yb = ctx.shard(xb), ctx.shard(y_train[idx])
             if cfg.cuda_graphs:  # a new training step: earlier graph outputs may be reused
                 torch.compiler.cudagraph_mark_step_begin()
@@ -268,10 +285,10 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss.detach()) * len(yb)
-            correct += float((logits.argmax(1) == yb).sum())
+            loss_sum += loss.detach().double() * len(yb)
+            correct += (logits.argmax(1) == yb).sum()
             seen += len(yb)
-        loss_sum, correct, seen = ctx.sum([loss_sum, correct, seen], dev)
+        loss_sum, correct, seen = ctx.sum([float(loss_sum), float(correct), seen], dev)
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": 100 * correct / seen,
                "images_per_s": seen / seconds, "lr": opt.param_groups[0]["lr"]}

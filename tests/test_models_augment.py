@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from lttools.data.augment import random_crop_flip
+from lttools.data.augment import CropFlip, apply_crop_flip, draw_crop_flip, random_crop_flip
 from lttools.errors import LTError
 from lttools.models import create_backbone
+from lttools.train import epoch_batches
 
 
 @pytest.mark.parametrize("arch,dim", [("resnet32", 64), ("resnet34", 512)])
@@ -48,3 +49,23 @@ def test_flip_flips_about_half():
     flipped = (out == x.flip(3)).all(dim=(1, 2, 3))
     same = (out == x).all(dim=(1, 2, 3))
     assert bool((flipped | same).all()) and 15 < int(flipped.sum()) < 49
+
+
+def test_epoch_of_draws_equals_drawing_batch_by_batch():
+    """The training loop draws an epoch's crops and flips at once; the result must be what
+    drawing them batch by batch gives (same generator stream, same images)."""
+    x = torch.arange(5 * 3 * 6 * 6, dtype=torch.float32).reshape(5, 3, 6, 6)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    one_by_one = [random_crop_flip(x[:3], 2, g1), random_crop_flip(x[3:], 2, g1)]
+    draws = CropFlip.cat([draw_crop_flip(3, 2, g2), draw_crop_flip(2, 2, g2)])
+    at_once = [apply_crop_flip(x[:3], 2, draws[0:3]), apply_crop_flip(x[3:], 2, draws[3:5])]
+    for a, b in zip(one_by_one, at_once):
+        assert torch.equal(a, b)
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_epoch_batches_cut_for_equal_shards_and_skip_singletons():
+    assert epoch_batches(10, 4) == [(0, 4), (4, 4), (8, 2)]
+    assert epoch_batches(9, 4) == [(0, 4), (4, 4)]  # a batch of one image is skipped
+    assert epoch_batches(11, 4, world_size=2) == [(0, 4), (4, 4), (8, 2)]
+    assert epoch_batches(7, 4, world_size=4) == [(0, 4)]
