@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Every GPU check of stage 1 in one run, sized for about 8 minutes on one H200:
+#   1. throughput: the paper's DataLoader path vs the fast path (batch 64, CUDA graphs,
+#      batch 512, batch 512 compiled), ResNet-34 on CIFAR-100-LT-shaped data;
+#   2. accuracy parity on Fashion-MNIST-LT at CIFAR-100-LT size (12,406 images, IR 100):
+#      reference vs fast path at batch 64 vs fast path at batch 512, 2 seeds each;
+#   3. feature extraction and batched stage-2 re-training on the GPU.
+# Needs torch with CUDA, numpy, h5py, pyyaml, torchvision and tqdm (pure Python: put its
+# package directory on PYTHONPATH if the machine lacks it), and the four Fashion-MNIST
+# idx files in data/raw/ (or /usr/share/datasets/fashion-mnist). No dvc needed.
+#
+#   bash bench/gpu_checks.sh [throughput] [parity] [stage2]     # default: all three
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+OUT=${OUT:-bench/out}
+mkdir -p "$OUT"
+checks=("$@")
+[ ${#checks[@]} -eq 0 ] && checks=(throughput parity stage2)
+nvidia-smi -L || true
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+
+for check in "${checks[@]}"; do
+  case "$check" in
+    throughput)
+      python bench/stage1.py --arch resnet34 --images 10847 --epochs 4 --workers 8 \
+        --fast 64 64:graphs 512 512:compile 2>&1 | tee "$OUT/stage1_throughput.txt" ;;
+    parity)
+      OUT="$OUT" python - <<'EOF'
+import os, yaml
+p = yaml.safe_load(open("params.yaml"))
+p["data"].update(max_per_class=5000)  # 12,406 training images, like CIFAR-100-LT's 10,847
+yaml.safe_dump(p, open(os.path.join(os.environ["OUT"], "parity_params.yaml"), "w"),
+               sort_keys=False)
+EOF
+      python stages/prepare_data.py --params "$OUT/parity_params.yaml" --out "$OUT/parity.h5"
+      python bench/stage1_parity.py --params "$OUT/parity_params.yaml" --data "$OUT/parity.h5" \
+        --epochs 30 --seeds 0 1 --large-batch 512 --warmup 2 2>&1 | tee "$OUT/stage1_parity.txt" ;;
+    stage2)
+      python bench/features.py --arch resnet34 2>&1 | tee "$OUT/features.txt"
+      python bench/retrain.py --device cuda --dim 512 2>&1 | tee "$OUT/retrain.txt" ;;
+    *) echo "unknown check '$check': throughput, parity or stage2" >&2; exit 2 ;;
+  esac
+done
