@@ -2,14 +2,18 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from fixtures import make_fashion_mnist
+from lttools.training_log import read_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -148,3 +152,37 @@ def test_dvc_workflow_metrics_diff_experiments_and_queue(repo):
     table = json.loads(dvc(repo, "exp", "show", "--json"))
     eps_seen = json.dumps(table)
     assert '"eps": 0.5' in eps_seen and '"eps": 0.8' in eps_seen
+
+
+def test_dvc_repro_killed_with_sigkill_resumes_to_the_uninterrupted_weights(repo):
+    """`dvc repro` (and its stage) killed with -9 mid stage 1; the next `dvc repro` resumes
+    from the persisted checkpoint and ends with the weights of an uninterrupted run. Runs last:
+    it leaves stage 1 re-trained with other params."""
+    set_param(repo, "backbone.epochs", 6)
+    set_param(repo, "backbone.checkpoint_every", 1)
+    ck, weights = repo / "models/backbone.ckpt", repo / "models/backbone.pt"
+
+    def saved_epoch():  # epoch of a checkpoint of this 6-epoch run, else 0
+        try:
+            state = torch.load(ck, weights_only=True)
+        except (OSError, RuntimeError, EOFError):
+            return 0
+        return state["epoch"] if state["fingerprint"]["epochs"] == 6 else 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train_backbone"], cwd=repo,
+                            env=_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    while saved_epoch() < 1 and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted_at = saved_epoch()
+    assert 1 <= interrupted_at < 6, "the run finished before it could be killed"
+    dvc(repo, "repro", "train_backbone")
+    resumed = weights.read_bytes()
+    assert torch.load(ck, weights_only=True)["complete"]
+    assert [r["epoch"] for r in read_curves(repo / "metrics/backbone")] == list(range(1, 7))
+
+    ck.unlink()
+    dvc(repo, "repro", "--force", "--single-item", "train_backbone")
+    assert weights.read_bytes() == resumed  # save_torch writes identical weights identically
