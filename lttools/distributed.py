@@ -108,8 +108,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         return (y * self.weight[None, :, None, None] + self.bias[None, :, None, None]).to(x.dtype)
 
 
-def convert_batchnorm(model: nn.Module) -> nn.Module:
-    """Make every BatchNorm2d use statistics over all ranks (same parameter names)."""
+def convert_batchnorm(model: nn.Module, device: torch.device | None = None) -> nn.Module:
+    """Make every BatchNorm2d use statistics over all ranks (same parameter names): torch's
+    SyncBatchNorm on CUDA (NCCL), GlobalBatchNorm2d elsewhere (SyncBatchNorm refuses CPU)."""
+    if device is not None and device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
         if type(child) is nn.BatchNorm2d:
             new = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum).to(

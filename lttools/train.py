@@ -213,7 +213,7 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
     model = create_backbone(cfg.arch, splits.num_classes, x_train.shape[1])
     model.set_normalization(*channel_stats(x_train.cpu()))
     if ctx.active and cfg.sync_bn:
-        convert_batchnorm(model)
+        model = convert_batchnorm(model, dev)
     model.to(dev)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)

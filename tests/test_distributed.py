@@ -10,8 +10,9 @@ import torch
 import yaml
 
 from lttools.data.prepared import write_splits
-from lttools.distributed import DistContext
+from lttools.distributed import DistContext, GlobalBatchNorm2d, convert_batchnorm
 from lttools.errors import LTError
+from lttools.models import create_backbone
 from lttools.train import BackboneConfig, train_backbone
 from lttools.training_log import read_curves
 from test_train import tiny_splits
@@ -77,3 +78,16 @@ def test_torchrun_two_processes_matches_single_process(dvc_dir):
     assert gap < 1e-3, gap  # float32 reduction order only
     # without synchronised BatchNorm each rank normalises by its own 8 images: a real change
     assert _relative_gap(single, per_shard_bn) > 10 * gap
+
+
+@pytest.mark.parametrize("device,kind", [("cpu", GlobalBatchNorm2d),
+                                         ("cuda", torch.nn.SyncBatchNorm)])
+def test_convert_batchnorm_keeps_state_dict_names(device, kind):
+    model = create_backbone("resnet32", 5, 3)
+    before = model.state_dict()
+    converted = convert_batchnorm(model, torch.device(device))  # no CUDA needed to convert
+    bns = [m for m in converted.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(type(m) is kind for m in bns)
+    after = converted.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
