@@ -36,7 +36,7 @@ CHECKPOINT_VERSION = 2
 AMP_CHOICES = ("auto", "bf16", "off")
 # Settings that change how fast training runs but not what it computes; a checkpoint may be
 # resumed under different values of these.
-RUNTIME_ONLY = ("compile", "cuda_graphs")
+RUNTIME_ONLY = ("compile", "cuda_graphs", "cudnn_benchmark")
 STAGE_KEYS = ("device", "checkpoint_every")  # read by the stage, not part of the recipe
 EpochCallback = Callable[[dict[str, float]], None]
 
@@ -58,6 +58,7 @@ class BackboneConfig:
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (first epoch pays for compilation)
     cuda_graphs: bool = False  # CUDA only: compile with mode="reduce-overhead" (CUDA graphs)
+    cudnn_benchmark: bool = True  # CUDA only: autotune convolutions for the fixed input size
     sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch
 
     def validate(self) -> None:
@@ -196,10 +197,13 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
     if ctx.active and dev.type == "cuda":
         dev = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(dev)
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and dev.type == "cuda"
     try:
         return _train(splits, cfg, dev, ctx, checkpoint, checkpoint_every, quiet, stop_after,
                       on_epoch if ctx.is_main else None)
     finally:
+        torch.backends.cudnn.benchmark = benchmark
         close_distributed(ctx)
 
 
