@@ -224,7 +224,7 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
     opt = torch.optim.SGD(model.parameters(), lr=cfg.scaled_lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, fused=dev.type == "cuda" or None)
     n = len(y_train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch = len(epoch_batches(n, cfg.batch_size, ctx.world_size))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(step, steps_per_epoch, cfg))
     gen = torch.Generator().manual_seed(cfg.seed)

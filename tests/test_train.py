@@ -1,4 +1,5 @@
 """Stage 1: training, determinism, checkpoints and resume (including after kill -9)."""
+import math
 import os
 import signal
 import subprocess
@@ -150,3 +151,13 @@ def test_cuda_only_option_on_cpu_is_a_clear_error():
                        quiet=True)
     with pytest.raises(LTError, match="backbone.amp = 'fp8' is not valid"):
         BackboneConfig.from_params({"amp": "fp8"})
+
+
+def test_schedule_counts_only_the_steps_taken():
+    """9 images at batch 4: the last one-image batch is skipped, so an epoch is 2 steps and
+    the cosine schedule must move once per 2 steps."""
+    cfg = BackboneConfig(epochs=3, batch_size=4, lr=0.1, base_batch_size=4)
+    history = train_backbone(tiny_splits(per_class=(3, 2, 2, 2), size=8), cfg, "cpu",
+                             quiet=True).history
+    expected = [0.1 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in (1, 2, 3)]
+    assert [row["lr"] for row in history] == pytest.approx(expected)
