@@ -10,6 +10,7 @@
 # idx files in data/raw/ (or /usr/share/datasets/fashion-mnist). No dvc needed.
 #
 #   bash bench/gpu_checks.sh [throughput] [parity] [stage2]     # default: all three
+#   PARITY_EPOCHS=1 bash bench/gpu_checks.sh parity              # a quick smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -35,7 +36,7 @@ yaml.safe_dump(p, open(os.path.join(os.environ["OUT"], "parity_params.yaml"), "w
 EOF
       python stages/prepare_data.py --params "$OUT/parity_params.yaml" --out "$OUT/parity.h5"
       python bench/stage1_parity.py --params "$OUT/parity_params.yaml" --data "$OUT/parity.h5" \
-        --epochs 30 --seeds 0 1 --large-batch 512 --warmup 2 2>&1 | tee "$OUT/stage1_parity.txt" ;;
+        --epochs "${PARITY_EPOCHS:-30}" --seeds 0 1 --large-batch 512 --warmup 2 2>&1 | tee "$OUT/stage1_parity.txt" ;;
     stage2)
       python bench/features.py --arch resnet34 2>&1 | tee "$OUT/features.txt"
       python bench/retrain.py --device cuda --dim 512 2>&1 | tee "$OUT/retrain.txt" ;;
