@@ -10,7 +10,7 @@
 # idx files in data/raw/ (or /usr/share/datasets/fashion-mnist). No dvc needed.
 #
 #   bash bench/gpu_checks.sh [throughput] [parity] [stage2]     # default: all three
-#   PARITY_EPOCHS=1 bash bench/gpu_checks.sh parity              # a quick smoke run
+#   PARITY_EPOCHS=2 bash bench/gpu_checks.sh parity              # a quick smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
