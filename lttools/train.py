@@ -39,6 +39,7 @@ AMP_CHOICES = ("auto", "bf16", "off")
 RUNTIME_ONLY = ("compile", "cuda_graphs", "cudnn_benchmark")
 STAGE_KEYS = ("device", "checkpoint_every")  # read by the stage, not part of the recipe
 EpochCallback = Callable[[dict[str, float]], None]
+TIMINGS = ("images_per_s",)  # history entries that differ between equal runs
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,9 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
                 "complete": done == cfg.epochs,
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": history})
+                "torch_rng": torch.get_rng_state(),
+                # without timings, so that equal runs write equal bytes (a stable DVC hash)
+                "history": [{k: v for k, v in r.items() if k not in TIMINGS} for r in history]})
         ctx.barrier()
     model.to(memory_format=torch.contiguous_format)
     return TrainResult(model, history, ctx.is_main)

@@ -161,3 +161,9 @@ def test_schedule_counts_only_the_steps_taken():
                              quiet=True).history
     expected = [0.1 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in (1, 2, 3)]
     assert [row["lr"] for row in history] == pytest.approx(expected)
+
+
+def test_equal_runs_write_byte_identical_checkpoints(tmp_path):
+    for name in ("a.ckpt", "b.ckpt"):
+        train_backbone(tiny_splits(), CFG, "cpu", tmp_path / name, 1, quiet=True)
+    assert (tmp_path / "a.ckpt").read_bytes() == (tmp_path / "b.ckpt").read_bytes()
