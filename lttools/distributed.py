@@ -63,7 +63,7 @@ def init_distributed(device: torch.device, global_batch: int) -> DistContext:
         raise LTError(f"backbone.batch_size = {global_batch} is the global batch and must be "
                       f"divisible by the number of processes ({world}); valid: a multiple of "
                       f"{world}")
-    ctx = DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    ctx = DistContext(launched_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return ctx

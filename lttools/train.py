@@ -137,17 +137,17 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: BackboneConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(epoch / span, 1.0)))
 
 
-def _compiled(net: torch.nn.Module, cfg: BackboneConfig) -> torch.nn.Module:
+def _compiled(net: torch.nn.Module, cfg: BackboneConfig, dev: torch.device) -> torch.nn.Module:
+    if cfg.cuda_graphs and dev.type != "cuda":
+        raise LTError("backbone.cuda_graphs = true needs CUDA (it replays CUDA graphs of the "
+                      "training step); set it to false on this device")
     if cfg.cuda_graphs:
         return torch.compile(net, mode="reduce-overhead")
     return torch.compile(net) if cfg.compile else net
 
 
 def _amp_context(cfg: BackboneConfig, dev: torch.device):
-    """The autocast context to train under; CUDA-only options on another device are refused."""
-    if cfg.cuda_graphs and dev.type != "cuda":
-        raise LTError("backbone.cuda_graphs = true needs CUDA (it replays CUDA graphs of the "
-                      "training step); set it to false on this device")
+    """The autocast context to train under; bf16 on another device than CUDA is refused."""
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dev.type == "cuda" else "off")
     if amp == "bf16" and dev.type != "cuda":
         raise LTError("backbone.amp = 'bf16' needs CUDA (bf16 autocast on a CPU is slower than "
@@ -258,7 +258,7 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
     if ctx.active:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    net = _compiled(net, cfg)
+    net = _compiled(net, cfg, dev)
     bar = tqdm(range(start, cfg.epochs), desc="stage 1", unit="epoch",
                disable=quiet or not ctx.is_main, initial=start, total=cfg.epochs)
     for epoch in bar:

@@ -8,6 +8,7 @@ move them to the GPU in one copy instead of waiting on a copy every step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -19,11 +20,14 @@ class CropFlip:
     ox: torch.Tensor | None
     flip: torch.Tensor | None
 
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "CropFlip":
+        return CropFlip(*(None if t is None else fn(t) for t in (self.oy, self.ox, self.flip)))
+
     def to(self, device: torch.device | str) -> "CropFlip":
-        return CropFlip(*(None if t is None else t.to(device) for t in (self.oy, self.ox, self.flip)))
+        return self._map(lambda t: t.to(device))
 
     def __getitem__(self, s: slice) -> "CropFlip":
-        return CropFlip(*(None if t is None else t[s] for t in (self.oy, self.ox, self.flip)))
+        return self._map(lambda t: t[s])
 
     @staticmethod
     def cat(parts: list["CropFlip"]) -> "CropFlip":
