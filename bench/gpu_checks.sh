@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of stage 1 in one run, sized for about 8 minutes on one H200:
+# Every GPU check of stage 1 in one run (not yet timed on a GPU; run it in parts if short):
 #   1. throughput: the paper's DataLoader path vs the fast path (batch 64, CUDA graphs,
 #      batch 512, batch 512 compiled), ResNet-34 on CIFAR-100-LT-shaped data;
 #   2. accuracy parity on Fashion-MNIST-LT at CIFAR-100-LT size (12,406 images, IR 100):

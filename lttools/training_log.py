@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,7 +54,9 @@ def _require_dvc_repo() -> None:
 
 @contextlib.contextmanager
 def training_log(directory: str | Path) -> Iterator[TrainingLog]:
-    """Open a fresh dvclive log in `directory` (earlier contents are removed)."""
+    """Open a fresh dvclive log in `directory` (earlier contents are removed). If the work
+    inside fails, the partial log is removed too: no half-written output is left behind (a
+    resumed run replays the epochs it restores)."""
     _require_dvc_repo()
     from dvclive import Live
     from scmrepo.exceptions import SCMError
@@ -63,8 +66,12 @@ def training_log(directory: str | Path) -> Iterator[TrainingLog]:
     except SCMError as exc:
         raise LTError(f"dvclive cannot log in this git repository ({exc}): make a first "
                       "commit (`git add -A && git commit -m init`), then re-run") from exc
-    with live:
-        yield TrainingLog(live)
+    try:
+        with live:
+            yield TrainingLog(live)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
 
 
 def read_curves(directory: str | Path) -> list[dict[str, float]]:

@@ -167,3 +167,28 @@ def test_equal_runs_write_byte_identical_checkpoints(tmp_path):
     for name in ("a.ckpt", "b.ckpt"):
         train_backbone(tiny_splits(), CFG, "cpu", tmp_path / name, 1, quiet=True)
     assert (tmp_path / "a.ckpt").read_bytes() == (tmp_path / "b.ckpt").read_bytes()
+
+
+def test_stage_refuses_checkpoint_of_another_arch_and_writes_nothing(dvc_dir):
+    """An interrupted resnet32 checkpoint, then the stage asked for resnet34: a clear error
+    naming the difference, exit code 2, no model and no training log left behind."""
+    splits = tiny_splits(size=16)
+    write_splits(dvc_dir / "data.h5", splits)
+    train_backbone(splits, CFG, "cpu", dvc_dir / "run.ckpt", 1, quiet=True, stop_after=1)
+    params = {"backbone": {**CFG.__dict__, "arch": "resnet34", "device": "cpu"}}
+    (dvc_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    out = subprocess.run([sys.executable, str(ROOT / "stages/train_backbone.py"), "--quiet",
+                          "--data", "data.h5", "--out", "run.pt", "--checkpoint", "run.ckpt",
+                          "--curves", "run_log"], cwd=dvc_dir, env=_stage_env(),
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "arch: checkpoint 'resnet32' vs now 'resnet34'" in out.stderr
+    assert "delete" in out.stderr and "Traceback" not in out.stderr
+    assert not (dvc_dir / "run.pt").exists() and not (dvc_dir / "run_log").exists()
+
+
+def test_checkpoint_of_another_class_count_says_so(tmp_path):
+    ck = tmp_path / "ck.pt"
+    train_backbone(tiny_splits(), CFG, "cpu", ck, 1, quiet=True, stop_after=1)
+    with pytest.raises(LTError, match="num_classes: checkpoint 4 vs now 3"):
+        train_backbone(tiny_splits(per_class=(40, 20, 10)), CFG, "cpu", ck, quiet=True)
