@@ -1,6 +1,6 @@
-"""Stage-1 throughput: the fast path (lttools.train: data resident on the device, batched
+"""Stage-1 throughput: the fast path (lttools.backbone.train: data resident on the device, batched
 crop+flip, channels_last, bf16 + fused SGD on CUDA, optional large batch / compile) vs the
-paper's way (lttools.train_reference: DataLoader workers, per-image CPU augmentation, fp32,
+paper's way (lttools.backbone.reference: DataLoader workers, per-image CPU augmentation, fp32,
 batch 64), on the same random CIFAR-100-LT-shaped data, measured in one run.
 
     python bench/stage1.py                                  # CPU, small
@@ -17,8 +17,9 @@ import torch
 
 from common import machine
 from lttools.data.prepared import Splits
-from lttools.train import BackboneConfig, train_backbone
-from lttools.train_reference import train_reference
+from lttools.backbone.config import BackboneConfig
+from lttools.backbone.train import train_backbone
+from lttools.backbone.reference import train_reference
 
 
 def random_splits(n: int, k: int = 100, size: int = 32) -> Splits:

@@ -16,8 +16,10 @@ import torch
 from common import machine
 from lttools.data.prepared import read_splits
 from lttools.stage_cli import load_params
-from lttools.train import BackboneConfig, evaluate_images, train_backbone
-from lttools.train_reference import train_reference
+from lttools.backbone.config import BackboneConfig
+from lttools.backbone.evaluate import evaluate_images
+from lttools.backbone.train import train_backbone
+from lttools.backbone.reference import train_reference
 
 
 def main() -> None:

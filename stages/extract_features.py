@@ -3,7 +3,7 @@ from lttools.config import from_section
 from lttools.data.prepared import read_splits
 from lttools.extract import ExtractConfig, extract_to_store
 from lttools.stage_cli import load_params, parser, run, section
-from lttools.train import load_backbone
+from lttools.backbone.saved import load_backbone
 
 
 def main() -> None:

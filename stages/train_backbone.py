@@ -2,11 +2,14 @@
 import contextlib
 
 from lttools.atomic import save_torch
+from lttools.backbone.config import BackboneConfig
+from lttools.backbone.distributed import launched_rank
+from lttools.backbone.evaluate import evaluate_images
+from lttools.backbone.saved import backbone_payload
+from lttools.backbone.train import train_backbone
+from lttools.backbone.training_log import training_log
 from lttools.data.prepared import read_splits
-from lttools.distributed import launched_rank
 from lttools.stage_cli import load_params, parser, run, section
-from lttools.train import (BackboneConfig, backbone_payload, evaluate_images, train_backbone)
-from lttools.training_log import training_log
 
 
 def main() -> None:
@@ -27,7 +30,9 @@ def main() -> None:
                                 on_epoch=log.epoch if log else None)
         if not log:
             return
-        save_torch(args.out, backbone_payload(result.model, cfg, splits))
+        save_torch(args.out, backbone_payload(result.model, cfg.arch, splits.num_classes,
+                                              int(splits.images["train"].shape[1]),
+                                              splits.dataset))
         test = evaluate_images(result.model, splits, "test")
         log.summary({**{f"test_{k}": v for k, v in test.items()}, "epochs": cfg.epochs})
     print(f"stage 1: test acc {test['acc']:.2f}%  balanced {test['bacc']:.2f}%")

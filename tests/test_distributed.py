@@ -10,11 +10,12 @@ import torch
 import yaml
 
 from lttools.data.prepared import write_splits
-from lttools.distributed import DistContext, GlobalBatchNorm2d, convert_batchnorm
+from lttools.backbone.distributed import DistContext, GlobalBatchNorm2d, convert_batchnorm
 from lttools.errors import LTError
 from lttools.models import create_backbone
-from lttools.train import BackboneConfig, train_backbone
-from lttools.training_log import read_curves
+from lttools.backbone.config import BackboneConfig
+from lttools.backbone.train import train_backbone
+from lttools.backbone.training_log import read_curves
 from test_train import tiny_splits
 
 ROOT = Path(__file__).resolve().parents[1]

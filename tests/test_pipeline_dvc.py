@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from fixtures import make_fashion_mnist
-from lttools.training_log import read_curves
+from lttools.backbone.training_log import read_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -15,8 +15,9 @@ import yaml
 from fixtures import class_images
 from lttools.data.prepared import Splits, write_splits
 from lttools.errors import LTError
-from lttools.train import BackboneConfig, train_backbone
-from lttools.training_log import read_curves
+from lttools.backbone.config import BackboneConfig
+from lttools.backbone.train import train_backbone
+from lttools.backbone.training_log import read_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,9 @@ import pytest
 
 from lttools.errors import LTError
 from lttools.report.plots import backbone_curve
-from lttools.train import BackboneConfig, train_backbone
-from lttools.training_log import CURVES, read_curves, training_log
+from lttools.backbone.config import BackboneConfig
+from lttools.backbone.train import train_backbone
+from lttools.backbone.training_log import CURVES, read_curves, training_log
 from test_train import tiny_splits
 
 CFG = BackboneConfig(arch="resnet32", epochs=4, batch_size=16, lr=0.05, seed=2)

@@ -8,7 +8,7 @@ from lttools.atomic import write_text
 from lttools.report import html as html_report
 from lttools.report import leaderboard, plots
 from lttools.report.load import load_results
-from lttools.training_log import SUMMARY_FILE, read_curves
+from lttools.backbone.training_log import SUMMARY_FILE, read_curves
 
 REPORT_HTML = Path("reports/report.html")
 

@@ -1,6 +1,6 @@
 """The paper's way of running stage 1, kept only to compare against (bench/): a DataLoader
 whose workers crop and flip one image at a time on the CPU, fp32, torch's own optimizer and
-cosine schedule. Same recipe and model as lttools.train."""
+cosine schedule. Same recipe and model as the fast path (train.py)."""
 from __future__ import annotations
 
 import time
@@ -11,8 +11,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from lttools.data.prepared import Splits
-from lttools.models import CifarResNet, create_backbone
-from lttools.train import BackboneConfig, channel_stats
+from lttools.models import create_backbone
+from lttools.backbone.config import BackboneConfig
+from lttools.backbone.evaluate import channel_stats
 
 
 class AugmentedImages(Dataset):
@@ -30,7 +31,7 @@ class AugmentedImages(Dataset):
 
 
 def train_reference(splits: Splits, cfg: BackboneConfig, device: str = "cpu", workers: int = 2,
-                    epochs: int | None = None) -> tuple[CifarResNet, list[float]]:
+                    epochs: int | None = None) -> tuple[torch.nn.Module, list[float]]:
     """Returns the model and images/s of every epoch."""
     torch.manual_seed(cfg.seed)
     dev = torch.device(device)

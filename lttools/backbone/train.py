@@ -5,112 +5,40 @@ The fast path holds the data as one uint8 tensor on the training device, augment
 batches with tensor ops, draws batches from a seeded permutation (no DataLoader), and on CUDA
 adds channels_last, bf16 autocast and the fused optimizer. A checkpoint every
 `checkpoint_every` epochs holds everything needed to resume bit-for-bit. Launched by
-torchrun, each process trains on its shard of every global batch (lttools.distributed).
+torchrun, each process trains on its shard of every global batch (distributed.py).
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lttools.atomic import save_torch
-from lttools.config import from_section
+from lttools.backbone.checkpoint import fingerprint, resumable_state, save_checkpoint
+from lttools.backbone.config import BackboneConfig
+from lttools.backbone.distributed import (DistContext, close_distributed, convert_batchnorm,
+                                          init_distributed)
+from lttools.backbone.evaluate import channel_stats, evaluate_images
 from lttools.data.augment import CropFlip, apply_crop_flip, draw_crop_flip
 from lttools.data.prepared import Splits
 from lttools.device import resolve_device
-from lttools.distributed import (DistContext, close_distributed, convert_batchnorm,
-                                 init_distributed)
-from lttools.errors import LTError, check_range
-from lttools.metrics import accuracy_summary
-from lttools.models import CifarResNet, create_backbone
+from lttools.errors import LTError
+from lttools.models import create_backbone
 
-CHECKPOINT_VERSION = 2
-AMP_CHOICES = ("auto", "bf16", "off")
-# Settings that change how fast training runs but not what it computes; a checkpoint may be
-# resumed under different values of these.
-RUNTIME_ONLY = ("compile", "cuda_graphs", "cudnn_benchmark")
-STAGE_KEYS = ("device", "checkpoint_every")  # read by the stage, not part of the recipe
 EpochCallback = Callable[[dict[str, float]], None]
-TIMINGS = ("images_per_s",)  # history entries that differ between equal runs
-
-
-@dataclass(frozen=True)
-class BackboneConfig:
-    arch: str = "resnet32"
-    epochs: int = 200
-    batch_size: int = 64  # the global batch (all processes together)
-    lr: float = 0.01  # for base_batch_size; scaled linearly to batch_size
-    base_batch_size: int = 64
-    warmup_epochs: float = 0.0  # linear warm-up from lr/steps to lr, then cosine
-    momentum: float = 0.9
-    weight_decay: float = 5e-3
-    crop_pad: int = 4
-    flip: bool = True
-    seed: int = 0
-    amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    channels_last: bool = True
-    compile: bool = False  # torch.compile the model (first epoch pays for compilation)
-    cuda_graphs: bool = False  # CUDA only: compile with mode="reduce-overhead" (CUDA graphs)
-    cudnn_benchmark: bool = True  # CUDA only: autotune convolutions for the fixed input size
-    sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch
-
-    def validate(self) -> None:
-        check_range("backbone.epochs", self.epochs, low=1)
-        check_range("backbone.batch_size", self.batch_size, low=2)
-        check_range("backbone.base_batch_size", self.base_batch_size, low=1)
-        check_range("backbone.lr", self.lr, low=0, low_inclusive=False)
-        check_range("backbone.warmup_epochs", self.warmup_epochs, 0, self.epochs)
-        check_range("backbone.momentum", self.momentum, 0, 1, high_inclusive=False)
-        check_range("backbone.weight_decay", self.weight_decay, low=0)
-        check_range("backbone.crop_pad", self.crop_pad, low=0)
-        if self.amp not in AMP_CHOICES:
-            raise LTError(f"backbone.amp = {self.amp!r} is not valid; choose one of "
-                          f"{', '.join(AMP_CHOICES)}")
-
-    @property
-    def scaled_lr(self) -> float:
-        return self.lr * self.batch_size / self.base_batch_size
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "BackboneConfig":
-        return from_section(cls, params, "backbone", also_valid=STAGE_KEYS)
 
 
 @dataclass
 class TrainResult:
-    model: CifarResNet
+    model: torch.nn.Module
     history: list[dict[str, float]]
     is_main: bool = True  # False on the other ranks of a torchrun launch: write nothing
-
-
-def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = images.double()
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    return mean.float(), std.float()
-
-
-@torch.no_grad()
-def predict_logits(model: CifarResNet, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    model.eval()
-    dev = next(model.parameters()).device
-    out = [model(images[i:i + batch_size].to(dev)).float().cpu()
-           for i in range(0, len(images), batch_size)]
-    return torch.cat(out)
-
-
-def evaluate_images(model: CifarResNet, splits: Splits, split: str) -> dict[str, float]:
-    logits = predict_logits(model, torch.from_numpy(splits.images[split]))
-    summary = accuracy_summary(logits, torch.from_numpy(splits.labels[split]), splits.class_counts)
-    return {k: float(v) for k, v in summary.items()}
 
 
 def epoch_batches(n: int, batch_size: int, world_size: int = 1) -> list[tuple[int, int]]:
@@ -155,34 +83,6 @@ def _amp_context(cfg: BackboneConfig, dev: torch.device):
     if amp == "bf16":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext
-
-
-def _fingerprint(cfg: BackboneConfig, splits: Splits, world_size: int) -> dict[str, Any]:
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_ONLY}
-    return {**settings, **{f"data.{k}": v for k, v in splits.meta.items()},
-            "num_classes": splits.num_classes, "n_train": int(len(splits.labels["train"])),
-            "world_size": world_size}
-
-
-def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-    if diff:
-        lines = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in diff)
-        raise LTError(f"cannot resume from {path}: it was made with other settings ({lines}). "
-                      f"Restore those settings, or delete {path} to train from scratch.")
-
-
-def _load_checkpoint(path: Path, dev: torch.device) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location=dev, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 — a half-written or foreign file
-        raise LTError(f"checkpoint {path} is unreadable (truncated, or not an lttools "
-                      f"checkpoint: {type(exc).__name__}); delete it to train from scratch"
-                      ) from exc
-    if not isinstance(state, dict):
-        raise LTError(f"checkpoint {path} is not an lttools checkpoint; delete it to train "
-                      "from scratch")
-    return state
 
 
 def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
@@ -231,25 +131,17 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     start = 0
-    fingerprint = _fingerprint(cfg, splits, ctx.world_size)
+    current = fingerprint(cfg.recipe(), splits.meta, splits.num_classes, n, ctx.world_size)
     ckpt_path = Path(checkpoint) if checkpoint else None
-    if ckpt_path is not None and ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path, dev)
-        # A finished run is never resumed: DVC re-runs this stage only when its code, data
-        # or params changed, so the finished result is stale. An interrupted one is resumed.
-        if not state.get("complete"):
-            if state.get("version") != CHECKPOINT_VERSION:
-                raise LTError(f"checkpoint {ckpt_path} of an interrupted run has version "
-                              f"{state.get('version')}, this lttools resumes version "
-                              f"{CHECKPOINT_VERSION}; delete it to train from scratch")
-            _check_resumable(state["fingerprint"], fingerprint, ckpt_path)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            history = list(state["history"])
-            start = int(state["epoch"])
+    state = resumable_state(ckpt_path, dev, current) if ckpt_path is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history = list(state["history"])
+        start = int(state["epoch"])
     if on_epoch is not None:
         for row in history:
             on_epoch(row)
@@ -310,38 +202,10 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
         done = epoch + 1
         if ctx.is_main and ckpt_path is not None and (done % checkpoint_every == 0
                                                       or done == cfg.epochs):
-            save_torch(ckpt_path, {
-                "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "epoch": done,
-                "complete": done == cfg.epochs,
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                # without timings, so that equal runs write equal bytes (a stable DVC hash)
-                "history": [{k: v for k, v in r.items() if k not in TIMINGS} for r in history]})
+            save_checkpoint(ckpt_path, fingerprint=current, epoch=done,
+                            complete=done == cfg.epochs, model=model, opt=opt, sched=sched,
+                            generator=gen, history=history)
         ctx.barrier()
     model.to(memory_format=torch.contiguous_format)
     return TrainResult(model, history, ctx.is_main)
 
-
-def backbone_payload(model: CifarResNet, cfg: BackboneConfig, splits: Splits) -> dict[str, Any]:
-    """What `models/backbone.pt` holds: a state dict and what is needed to rebuild the model."""
-    return {"arch": cfg.arch, "num_classes": splits.num_classes,
-            "in_channels": int(splits.images["train"].shape[1]),
-            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-            "dataset": splits.dataset}
-
-
-def load_backbone(path: str | Path, device: str = "auto") -> CifarResNet:
-    path = Path(path)
-    if not path.exists():
-        raise LTError(f"backbone {path} does not exist; run `dvc repro train_backbone`")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        model = create_backbone(payload["arch"], payload["num_classes"], payload["in_channels"])
-        model.load_state_dict(payload["state_dict"])
-    except LTError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise LTError(f"{path} is not a valid lttools backbone (truncated or foreign: "
-                      f"{type(exc).__name__}); re-run `dvc repro train_backbone`") from exc
-    return model.to(resolve_device(device)).eval()

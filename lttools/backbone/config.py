@@ -1,0 +1,61 @@
+"""The `backbone:` section of params.yaml: the stage-1 recipe."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from lttools.config import from_section
+from lttools.errors import LTError, check_range
+
+AMP_CHOICES = ("auto", "bf16", "off")
+# Settings that change how fast training runs but not what it computes; a checkpoint may be
+# resumed under different values of these.
+RUNTIME_ONLY = ("compile", "cuda_graphs", "cudnn_benchmark")
+STAGE_KEYS = ("device", "checkpoint_every")  # read by the stage, not part of the recipe
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    arch: str = "resnet32"
+    epochs: int = 200
+    batch_size: int = 64  # the global batch (all processes together)
+    lr: float = 0.01  # for base_batch_size; scaled linearly to batch_size
+    base_batch_size: int = 64
+    warmup_epochs: float = 0.0  # linear warm-up from lr/steps to lr, then cosine
+    momentum: float = 0.9
+    weight_decay: float = 5e-3
+    crop_pad: int = 4
+    flip: bool = True
+    seed: int = 0
+    amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model (first epoch pays for compilation)
+    cuda_graphs: bool = False  # CUDA only: compile with mode="reduce-overhead" (CUDA graphs)
+    cudnn_benchmark: bool = True  # CUDA only: autotune convolutions for the fixed input size
+    sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch
+
+    def validate(self) -> None:
+        check_range("backbone.epochs", self.epochs, low=1)
+        check_range("backbone.batch_size", self.batch_size, low=2)
+        check_range("backbone.base_batch_size", self.base_batch_size, low=1)
+        check_range("backbone.lr", self.lr, low=0, low_inclusive=False)
+        check_range("backbone.warmup_epochs", self.warmup_epochs, 0, self.epochs)
+        check_range("backbone.momentum", self.momentum, 0, 1, high_inclusive=False)
+        check_range("backbone.weight_decay", self.weight_decay, low=0)
+        check_range("backbone.crop_pad", self.crop_pad, low=0)
+        if self.amp not in AMP_CHOICES:
+            raise LTError(f"backbone.amp = {self.amp!r} is not valid; choose one of "
+                          f"{', '.join(AMP_CHOICES)}")
+
+    @property
+    def scaled_lr(self) -> float:
+        return self.lr * self.batch_size / self.base_batch_size
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings that decide the result (what a resumed run must share)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME_ONLY}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "BackboneConfig":
+        return from_section(cls, params, "backbone", also_valid=STAGE_KEYS)
