@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup fashion-mnist bench
+.PHONY: demo test setup fashion-mnist chromium bench
 
 setup: $(STAMP)
 
@@ -25,12 +25,23 @@ fashion-mnist:
 	  fi; \
 	fi
 
+# The report test renders the HTML in headless Chromium: install Debian's package when apt is
+# there and we are root; under CI=true the test fails (not skips) if it is still missing.
+chromium:
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)); \
+	  else \
+	    echo "headless Chromium missing: run 'sudo apt-get install chromium' for the report test"; \
+	  fi; \
+	fi
+
 demo: $(STAMP) fashion-mnist
 	dvc repro
 	@cat metrics/leaderboard.md
 	@echo "report: $$(lttools report)"
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

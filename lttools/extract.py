@@ -11,8 +11,9 @@ from tqdm.auto import tqdm
 
 from lttools.data.augment import random_crop_flip
 from lttools.data.prepared import Splits
-from lttools.errors import check_range
-from lttools.features import FeatureBatch, StoreLayout, sha256_file, write_store
+from lttools.errors import LTError, check_range
+from lttools.features import DTYPES, FeatureBatch, StoreLayout, write_store
+from lttools.provenance import sha256_file
 from lttools.models import CifarResNet
 
 
@@ -24,8 +25,12 @@ class ExtractConfig:
     crop_pad: int = 4
     dtype: str = "float32"
     seed: int = 0
+    device: str = "auto"
 
     def validate(self) -> None:
+        if self.dtype not in DTYPES:
+            raise LTError(f"features.dtype = {self.dtype!r} is not valid; choose one of "
+                          f"{', '.join(DTYPES)}")
         check_range("features.views", self.views, low=0)
         check_range("features.batch_size", self.batch_size, low=1)
         check_range("features.crop_pad", self.crop_pad, low=0)

@@ -19,7 +19,6 @@ the dataset size. No timestamps are stored: the same inputs give a byte-identica
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -37,14 +36,6 @@ DTYPES = ("float32", "float16")
 CHUNK_BYTES = 1 << 20
 REQUIRED_ATTRS = ("schema_version", "dataset", "arch", "feature_dim", "num_classes", "views",
                   "dtype")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -113,8 +104,13 @@ class FeatureStore:
         if not 0 <= view < self.views[split]:
             raise LTError(f"{self.path}: split {split!r} has {self.views[split]} view(s), "
                           f"view {view} requested")
-        with _open(self.path) as f:
-            arr = f[f"{split}/features"][view]
+        try:
+            with _open(self.path) as f:
+                arr = f[f"{split}/features"][view]
+        except (OSError, KeyError) as exc:
+            raise LTError(f"{self.path}: reading {split} features (view {view}) failed ({exc}); "
+                          "the file was damaged or replaced after it was opened. Re-run "
+                          "`dvc repro extract_features`.") from exc
         t = torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=torch.float32)
         if not torch.isfinite(t).all():
             raise LTError(f"{self.path}: {split} features (view {view}) contain NaN or Inf; the "

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lttools.atomic import write_json
+from lttools.atomic import write_json_set
+
+METRICS_SCHEMA = 1  # bump when metric names or meanings change; the report checks it
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,10 @@ class ResultPaths:
 
 def write_results(paths: ResultPaths, key: str, metrics: dict[str, float],
                   details: dict[str, Any]) -> None:
-    """Each file atomically; the metrics last, so they exist only when everything does."""
+    """The four files as one set: an interrupted write leaves the old set or the new, never
+    new plots beside old metrics."""
     rest = dict(details)
-    write_json(paths.epochs(key), rest.pop("epochs"))
-    write_json(paths.per_class(key), rest.pop("per_class"))
-    write_json(paths.details(key), rest)
-    write_json(paths.metrics(key), metrics)
+    write_json_set({paths.epochs(key): rest.pop("epochs"),
+                    paths.per_class(key): rest.pop("per_class"),
+                    paths.details(key): rest,
+                    paths.metrics(key): metrics})

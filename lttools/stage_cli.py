@@ -8,7 +8,10 @@ from typing import Any, Callable
 
 import yaml
 
+from lttools.atomic import is_disk_full
 from lttools.errors import LTError
+
+RERUN = "interrupted; no output was written, `dvc repro` runs this stage again"
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -38,13 +41,20 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def run(main: Callable[[], None]) -> None:
-    """Call main(); an LTError becomes `error: ...` on stderr and exit code 2."""
+def run(main: Callable[[], None], interrupted: str = RERUN) -> None:
+    """Call main(); an LTError (or a full disk) becomes `error: ...` on stderr and exit code
+    2; Ctrl-C prints `interrupted`, which says what was kept and how to go on."""
     try:
         main()
     except LTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"error: no space left on the device ({exc}); free some space and re-run",
+              file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted; completed checkpoints are kept, `dvc repro` resumes", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         sys.exit(130)

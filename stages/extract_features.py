@@ -13,10 +13,9 @@ def main() -> None:
     p.add_argument("--out", default="data/features/features.h5")
     args = p.parse_args()
     params = section(load_params(args.params), "features")
-    cfg = from_section(ExtractConfig, params, "features", also_valid=("device",))
-    device = params.get("device", "auto")
+    cfg = from_section(ExtractConfig, params, "features")
     splits = read_splits(args.data)
-    model = load_backbone(args.backbone, device)
+    model = load_backbone(args.backbone, cfg.device)
     extract_to_store(model, splits, args.backbone, args.out, cfg, args.quiet)
 
 

@@ -1,4 +1,6 @@
 """Stage `prepare_data`: long-tailed train / balanced validation / test images -> one HDF5."""
+import json
+
 from lttools.config import from_section
 from lttools.data.prepared import DataConfig, prepare, write_splits
 from lttools.stage_cli import load_params, parser, run, section
@@ -12,8 +14,11 @@ def main() -> None:
     splits = prepare(cfg)
     write_splits(args.out, splits)
     counts = splits.class_counts
-    print(f"{splits.dataset}: {len(splits.labels['train'])} train (class sizes {counts.max()}.."
-          f"{counts.min()}), {len(splits.labels['val'])} val, {len(splits.labels['test'])} test")
+    print(f"{splits.dataset} read from {splits.source}: {len(splits.labels['train'])} train "
+          f"(class sizes {counts.max()}..{counts.min()}), {len(splits.labels['val'])} val, "
+          f"{len(splits.labels['test'])} test")
+    for name, digest in sorted(json.loads(splits.meta["raw_sha256"]).items()):
+        print(f"  sha256 {digest}  {name}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from lttools.errors import LTError
+from lttools.provenance import expected_from_data_params
 from lttools.results import ResultPaths, write_results
 from lttools.retrain.run import run_method
 from lttools.stage_cli import load_params, parser, run, section
@@ -11,6 +12,8 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("key", help="the entry under `methods:` in params.yaml")
     p.add_argument("--features", default="data/features/features.h5")
+    p.add_argument("--backbone", default="models/backbone.pt",
+                   help="the backbone the store must come from ('none': imported features)")
     p.add_argument("--results-root", default="metrics",
                    help="writes methods/, details/, plots/{epochs,per_class}/<key>.json here")
     args = p.parse_args()
@@ -19,14 +22,15 @@ def main() -> None:
     if args.key not in methods:
         raise LTError(f"no entry {args.key!r} under `methods:` in params.yaml; entries: "
                       f"{', '.join(methods)}")
-    data = section(params, "data")
-    expect = {"dataset": data.get("dataset"), "imb_ratio": float(data.get("imb_ratio", 0))}
+    expect = expected_from_data_params(section(params, "data"))
+    backbone = None if args.backbone == "none" else args.backbone
     metrics, details = run_method(args.key, methods[args.key], section(params, "retrain"),
-                                  args.features, expect, args.quiet)
+                                  args.features, expect, backbone, args.quiet)
     write_results(ResultPaths(Path(args.results_root)), args.key, metrics, details)
     print(f"{args.key}: test acc {metrics['test_acc_mean']:.2f} ± {metrics['test_acc_std']:.2f} "
           f"(last epoch {metrics['last_test_acc_mean']:.2f})")
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, interrupted="interrupted; this method's results were not written (earlier ones, "
+                          "if any, are unchanged): `dvc repro` trains it again from the start")

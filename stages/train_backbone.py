@@ -1,5 +1,6 @@
 """Stage `train_backbone`: stage-1 CE training; resumes from its checkpoint after a crash."""
 import contextlib
+from pathlib import Path
 
 from lttools.atomic import save_torch
 from lttools.backbone.config import BackboneConfig
@@ -16,7 +17,8 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--data", default="data/prepared/dataset.h5")
     p.add_argument("--out", default="models/backbone.pt")
-    p.add_argument("--checkpoint", default="models/backbone.ckpt")
+    p.add_argument("--checkpoint", default="models/backbone.ckpt",
+                   help="resumable checkpoint of an interrupted run (not a DVC output)")
     p.add_argument("--curves", default="metrics/backbone",
                    help="dvclive directory: per-epoch curves and metrics.json")
     args = p.parse_args()
@@ -25,8 +27,8 @@ def main() -> None:
     splits = read_splits(args.data)
     writes = launched_rank() == 0  # other torchrun ranks train only
     with training_log(args.curves) if writes else contextlib.nullcontext() as log:
-        result = train_backbone(splits, cfg, params.get("device", "auto"), args.checkpoint,
-                                int(params.get("checkpoint_every", 5)), args.quiet,
+        result = train_backbone(splits, cfg, cfg.device, args.checkpoint,
+                                cfg.checkpoint_every, args.quiet,
                                 on_epoch=log.epoch if log else None)
         if not log:
             return
@@ -35,8 +37,11 @@ def main() -> None:
                                               splits.dataset))
         test = evaluate_images(result.model, splits, "test")
         log.summary({**{f"test_{k}": v for k, v in test.items()}, "epochs": cfg.epochs})
+    # The run is finished and saved: its checkpoint is only for resuming an interrupted run.
+    Path(args.checkpoint).unlink(missing_ok=True)
     print(f"stage 1: test acc {test['acc']:.2f}%  balanced {test['bacc']:.2f}%")
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, interrupted="interrupted; the last resumable checkpoint (written every "
+                          "backbone.checkpoint_every epochs) is kept: `dvc repro` resumes from it")

@@ -1,7 +1,6 @@
 """The whole DVC pipeline end to end on a miniature Fashion-MNIST, offline."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,55 +13,17 @@ import yaml
 
 from fixtures import make_fashion_mnist
 from lttools.backbone.training_log import read_curves
+from pipeline_helpers import dvc, env, git, make_repo, set_param
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _env():
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(ROOT))
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
-    return env
-
-
-def dvc(repo: Path, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(),
-                         capture_output=True, text=True)
-    assert out.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
-    return out.stdout
-
-
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-
-
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=repo, env={**_env(), **GIT_ENV},
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
-    for item in ("dvc.yaml", "params.yaml", ".dvcignore", "stages", "lttools", ".dvc/config"):
-        src, dst = ROOT / item, repo / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dst)
-    raw = make_fashion_mnist(repo / "raw", per_class=140, test_per_class=20)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(root=str(raw), imb_ratio=30, max_per_class=120, val_per_class=10)
-    params["backbone"].update(epochs=2, batch_size=32, device="cpu")
-    params["features"].update(views=1, batch_size=128, device="cpu")
-    params["retrain"].update(seeds=[0, 1], views=1, epochs=3, device="cpu")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "lttools")  # dvclive (stage 1's logger) needs a commit
+    make_fashion_mnist(repo / "data" / "raw", per_class=140, test_per_class=20)
+    make_repo(repo, {"data": {"root": "data/raw", "imb_ratio": 30, "max_per_class": 120,
+                              "val_per_class": 10}})
     dvc(repo, "repro")
     return repo
 
@@ -103,16 +64,6 @@ def test_editing_one_method_reruns_only_that_method(repo):
         params_path.write_text(original)
 
 
-def set_param(repo: Path, dotted: str, value) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    node = params
-    *path, last = dotted.split(".")
-    for part in path:
-        node = node[part]
-    node[last] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def test_report_stage_outputs(repo):
     board = (repo / "metrics/leaderboard.md").read_text()
     methods = yaml.safe_load((repo / "params.yaml").read_text())["methods"]
@@ -140,18 +91,6 @@ def test_dvc_workflow_metrics_diff_experiments_and_queue(repo):
     shown = dvc(repo, "exp", "show", "--only-changed", "--md")  # --md: no terminal-width cut
     assert "0.95" in shown and "test_acc_mean" in shown
 
-    dvc(repo, "exp", "run", "--queue", "-S", "methods.los.eps=0.5,0.8")
-    dvc(repo, "queue", "start", "-j", "1")
-    def tasks():  # (task id, status) rows of the table before the "Worker status" line
-        table = dvc(repo, "queue", "status").split("\n\n")[0].splitlines()[1:]
-        return [(row.split()[0], row.split()[-1]) for row in table if row.strip()]
-    for task, status in tasks():
-        if status in ("Queued", "Running"):
-            dvc(repo, "queue", "logs", "-f", task)  # follows the task until it ends
-    assert [s for _, s in tasks()] == ["Success", "Success"]
-    table = json.loads(dvc(repo, "exp", "show", "--json"))
-    eps_seen = json.dumps(table)
-    assert '"eps": 0.5' in eps_seen and '"eps": 0.8' in eps_seen
 
 
 def test_dvc_repro_killed_with_sigkill_resumes_to_the_uninterrupted_weights(repo):
@@ -170,7 +109,7 @@ def test_dvc_repro_killed_with_sigkill_resumes_to_the_uninterrupted_weights(repo
         return state["epoch"] if state["fingerprint"]["epochs"] == 6 else 0
 
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train_backbone"], cwd=repo,
-                            env=_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+                            env=env(), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     while saved_epoch() < 1 and proc.poll() is None:
         time.sleep(0.05)
@@ -180,9 +119,8 @@ def test_dvc_repro_killed_with_sigkill_resumes_to_the_uninterrupted_weights(repo
     assert 1 <= interrupted_at < 6, "the run finished before it could be killed"
     dvc(repo, "repro", "train_backbone")
     resumed = weights.read_bytes()
-    assert torch.load(ck, weights_only=True)["complete"]
+    assert not ck.exists()  # a finished run's checkpoint is removed once the model is saved
     assert [r["epoch"] for r in read_curves(repo / "metrics/backbone")] == list(range(1, 7))
 
-    ck.unlink()
     dvc(repo, "repro", "--force", "--single-item", "train_backbone")
     assert weights.read_bytes() == resumed  # save_torch writes identical weights identically

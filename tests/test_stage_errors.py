@@ -78,6 +78,7 @@ def _retrain_params(methods, **retrain):
 def test_retrain_rejects_bad_methods(tmp_path, methods, key, needle):
     write_gaussian_store(tmp_path / "f.h5")
     out = run_stage(tmp_path, "retrain.py", _retrain_params(methods), key, "--features", "f.h5",
+                    "--backbone", "none",
                     "--results-root", "out")
     assert out.returncode == 2 and needle in out.stderr, out.stderr
     assert not (tmp_path / "out").exists()
@@ -88,6 +89,7 @@ def test_retrain_refuses_store_from_other_dataset(tmp_path):
     params = _retrain_params({"ce": {}})
     params["data"]["dataset"] = "cifar100"
     out = run_stage(tmp_path, "retrain.py", params, "ce", "--features", "f.h5",
+                    "--backbone", "none",
                     "--results-root", "out")
     assert out.returncode == 2 and "dataset = 'toy' but the params say 'cifar100'" in out.stderr
     assert not (tmp_path / "out").exists()
@@ -97,7 +99,8 @@ def test_retrain_refuses_truncated_store(tmp_path):
     path = write_gaussian_store(tmp_path / "f.h5")
     path.write_bytes(path.read_bytes()[:3000])
     out = run_stage(tmp_path, "retrain.py", _retrain_params({"ce": {}}), "ce", "--features",
-                    "f.h5", "--results-root", "out")
+                    "f.h5", "--backbone", "none",
+                    "--results-root", "out")
     assert out.returncode == 2 and "f.h5" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "out").exists()
 
@@ -105,7 +108,8 @@ def test_retrain_refuses_truncated_store(tmp_path):
 def test_retrain_writes_metrics_on_good_input(tmp_path):
     write_gaussian_store(tmp_path / "f.h5")
     out = run_stage(tmp_path, "retrain.py", _retrain_params({"los": {"eps": [0.5, 0.9]}}), "los",
-                    "--features", "f.h5", "--results-root", "out")
+                    "--features", "f.h5", "--backbone", "none",
+                    "--results-root", "out")
     assert out.returncode == 0, out.stderr
     import json
     m = json.loads((tmp_path / "out" / "methods" / "los.json").read_text())
@@ -113,3 +117,41 @@ def test_retrain_writes_metrics_on_good_input(tmp_path):
         assert (tmp_path / "out" / part / "los.json").exists()
     assert all(isinstance(v, (int, float)) for v in m.values())
     assert m["selected_eps_mean"] in (0.5, 0.9) and m["num_heads"] == 2
+
+
+def test_retrain_refuses_store_of_another_backbone_or_subset(tmp_path):
+    (tmp_path / "bb.pt").write_bytes(b"the backbone the params point at")
+    import hashlib
+    digest = hashlib.sha256(b"another backbone").hexdigest()
+    write_gaussian_store(tmp_path / "f.h5", attrs={"checkpoint_sha256": digest,
+                                                   "max_per_class": 500})
+    params = _retrain_params({"ce": {}})
+    out = run_stage(tmp_path, "retrain.py", params, "ce", "--features", "f.h5",
+                    "--backbone", "bb.pt", "--results-root", "out")
+    assert out.returncode == 2, out.stderr
+    assert f"f.h5 was extracted from another backbone than bb.pt (checkpoint sha256 {digest[:12]}" \
+        in out.stderr and "dvc repro extract_features" in out.stderr
+    params["data"]["max_per_class"] = 400
+    out = run_stage(tmp_path, "retrain.py", params, "ce", "--features", "f.h5",
+                    "--backbone", "none", "--results-root", "out")
+    assert out.returncode == 2 and "max_per_class = 500 but the params say 400" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_retrain_records_where_its_numbers_come_from(tmp_path):
+    import hashlib
+    import json
+    (tmp_path / "bb.pt").write_bytes(b"backbone bytes")
+    digest = hashlib.sha256(b"backbone bytes").hexdigest()
+    store = write_gaussian_store(tmp_path / "f.h5", attrs={"checkpoint_sha256": digest})
+    out = run_stage(tmp_path, "retrain.py", _retrain_params({"ce": {}}), "ce", "--features",
+                    "f.h5", "--backbone", "bb.pt", "--results-root", "out")
+    assert out.returncode == 0, out.stderr
+    prov = json.loads((tmp_path / "out/details/ce.json").read_text())["provenance"]
+    assert prov["backbone"]["checkpoint_sha256"] == digest
+    assert prov["features_sha256"] == hashlib.sha256(store.read_bytes()).hexdigest()
+    assert prov["data"]["dataset"] == "toy" and prov["data"]["imb_ratio"] == 15.0
+    import torch
+    import lttools
+    assert prov["versions"]["lttools"] == lttools.__version__
+    assert prov["versions"]["torch"] == torch.__version__.split("+")[0]

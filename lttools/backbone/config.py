@@ -9,10 +9,9 @@ from lttools.config import from_section
 from lttools.errors import LTError, check_range
 
 AMP_CHOICES = ("auto", "bf16", "off")
-# Settings that change how fast training runs but not what it computes; a checkpoint may be
-# resumed under different values of these.
-RUNTIME_ONLY = ("compile", "cuda_graphs", "cudnn_benchmark")
-STAGE_KEYS = ("device", "checkpoint_every")  # read by the stage, not part of the recipe
+# Settings that change where and how fast training runs but not what it computes; a
+# checkpoint may be resumed under different values of these.
+RUNTIME_ONLY = ("compile", "cuda_graphs", "cudnn_benchmark", "device", "checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,8 @@ class BackboneConfig:
     cuda_graphs: bool = False  # CUDA only: compile with mode="reduce-overhead" (CUDA graphs)
     cudnn_benchmark: bool = True  # CUDA only: autotune convolutions for the fixed input size
     sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    checkpoint_every: int = 5  # epochs between resumable checkpoints
 
     def validate(self) -> None:
         check_range("backbone.epochs", self.epochs, low=1)
@@ -44,6 +45,7 @@ class BackboneConfig:
         check_range("backbone.momentum", self.momentum, 0, 1, high_inclusive=False)
         check_range("backbone.weight_decay", self.weight_decay, low=0)
         check_range("backbone.crop_pad", self.crop_pad, low=0)
+        check_range("backbone.checkpoint_every", self.checkpoint_every, low=1)
         if self.amp not in AMP_CHOICES:
             raise LTError(f"backbone.amp = {self.amp!r} is not valid; choose one of "
                           f"{', '.join(AMP_CHOICES)}")
@@ -58,4 +60,4 @@ class BackboneConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "BackboneConfig":
-        return from_section(cls, params, "backbone", also_valid=STAGE_KEYS)
+        return from_section(cls, params, "backbone")

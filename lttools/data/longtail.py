@@ -47,6 +47,10 @@ def split_long_tailed(labels: np.ndarray, num_classes: int, imb_ratio: float, n_
         raise LTError(f"data.val_per_class = {val_per_class} leaves no training images in the "
                       f"smallest class ({smallest}); valid range: [0, {smallest - 1}]")
     counts = profile_counts(num_classes, n_max, imb_ratio)
+    if counts.min() < 1:
+        raise LTError(f"data.imb_ratio = {imb_ratio:g} with data.max_per_class = {n_max} gives the "
+                      f"smallest class int({n_max} / {imb_ratio:g}) = 0 training images; valid: "
+                      f"imb_ratio <= max_per_class (here at most {n_max})")
     rng = np.random.RandomState(seed)
     train, val = [], []
     for c, ix in enumerate(per_class):

@@ -2,6 +2,7 @@
 file, the single source that stage 1 and feature extraction both read."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ class Splits:
     images: dict[str, np.ndarray]  # split -> uint8 [N, C, H, W]
     labels: dict[str, np.ndarray]  # split -> int64 [N]
     meta: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # where the raw files were read from (reported, not stored)
 
     @property
     def class_counts(self) -> np.ndarray:
@@ -50,12 +52,17 @@ def prepare(cfg: DataConfig) -> Splits:
                                          cfg.seed)
     meta = {"dataset": cfg.dataset, "imb_ratio": float(cfg.imb_ratio),
             "max_per_class": int(cfg.max_per_class), "val_per_class": int(cfg.val_per_class),
-            "selection": cfg.selection, "seed": int(cfg.seed)}
-    return Splits(
+            "selection": cfg.selection, "seed": int(cfg.seed),
+            # which copy of the data this is (the folder it came from is printed, not stored:
+            # the same files elsewhere give the same prepared dataset)
+            "raw_sha256": json.dumps(raw.sha256, sort_keys=True)}
+    splits = Splits(
         cfg.dataset, raw.num_classes,
         images={"train": raw.train_x[train_ix], "val": raw.train_x[val_ix], "test": raw.test_x},
         labels={"train": raw.train_y[train_ix], "val": raw.train_y[val_ix], "test": raw.test_y},
         meta=meta)
+    splits.source = raw.source
+    return splits
 
 
 def write_splits(path: str | Path, splits: Splits) -> None:

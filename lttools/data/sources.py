@@ -5,16 +5,20 @@ No network unless the caller passes download=True.
 from __future__ import annotations
 
 import gzip
-import pickle
-from dataclasses import dataclass
+import hashlib
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from lttools.data.safe_pickle import load_arrays_pickle
 from lttools.errors import LTError, unknown_name
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# Debian's package dataset-fashion-mnist; the variable points elsewhere (tests: nowhere)
+DEBIAN_FASHION_MNIST = Path(os.environ.get("LTTOOLS_SYSTEM_FASHION_MNIST",
+                                           "/usr/share/datasets/fashion-mnist"))
 FASHION_FILES = {
     "train_x": "train-images-idx3-ubyte.gz",
     "train_y": "train-labels-idx1-ubyte.gz",
@@ -31,12 +35,26 @@ class RawDataset:
     train_y: np.ndarray  # int64 [N]
     test_x: np.ndarray
     test_y: np.ndarray
+    source: str = ""  # the folder the files were read from
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> sha256 of its bytes
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+def _read(path: Path, hashes: dict[str, str]) -> bytes:
+    """A raw file's bytes; its sha256 is recorded in `hashes`, so another copy of a dataset
+    shows up as a change."""
+    data = path.read_bytes()
+    hashes[path.name] = hashlib.sha256(data).hexdigest()
+    return data
+
+
+def _read_idx(path: Path, hashes: dict[str, str]) -> np.ndarray:
+    data = _read(path, hashes)
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise LTError(f"{path} is not a readable gzip file ({exc}); replace it with the "
+                          "official one") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise LTError(f"{path} is not an unsigned-byte idx file (bad magic number)")
     ndim = data[3]
@@ -73,26 +91,25 @@ def load_fashion_mnist(root: Path | None, download: bool) -> RawDataset:
             f"{'/'.join(FASHION_FILES.values())} files in data.root (now {root}); "
             "(2) `apt-get install dataset-fashion-mnist` (puts them in "
             f"{DEBIAN_FASHION_MNIST}); (3) set data.download: true to fetch them with torchvision.")
-    arrays = {k: _read_idx(d / f) for k, f in FASHION_FILES.items()}
+    hashes: dict[str, str] = {}
+    arrays = {k: _read_idx(d / f, hashes) for k, f in FASHION_FILES.items()}
     return RawDataset("fashion_mnist", 10,
                       arrays["train_x"][:, None], arrays["train_y"].astype(np.int64),
-                      arrays["test_x"][:, None], arrays["test_y"].astype(np.int64))
+                      arrays["test_x"][:, None], arrays["test_y"].astype(np.int64),
+                      source=str(d), sha256=hashes)
 
 
-def _unpickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
-    except Exception as exc:  # noqa: BLE001 — any unpickling failure means a bad file
-        raise LTError(f"{path} is not a readable CIFAR python pickle: {exc}") from exc
-
-
-def _cifar_arrays(files: list[Path], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_arrays(files: list[Path], label_key: str,
+                  hashes: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for f in files:
-        batch = _unpickle(f)
-        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        batch = load_arrays_pickle(_read(f, hashes), str(f))
+        try:
+            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        except (KeyError, ValueError) as exc:
+            raise LTError(f"{f} is not an official CIFAR batch (no usable 'data' / "
+                          f"'{label_key}': {exc})") from exc
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -114,9 +131,10 @@ def load_cifar(name: str, root: Path | None, download: bool) -> RawDataset:
         raise LTError(f"{name} not found: {d} lacks {', '.join(missing)}. Put the official python "
                       f"version ('{folder}/') under data.root (now {root}), or set "
                       "data.download: true to fetch it with torchvision.")
-    train_x, train_y = _cifar_arrays([d / f for f in train_files], label_key)
-    test_x, test_y = _cifar_arrays([d / f for f in test_files], label_key)
-    return RawDataset(name, k, train_x, train_y, test_x, test_y)
+    hashes: dict[str, str] = {}
+    train_x, train_y = _cifar_arrays([d / f for f in train_files], label_key, hashes)
+    test_x, test_y = _cifar_arrays([d / f for f in test_files], label_key, hashes)
+    return RawDataset(name, k, train_x, train_y, test_x, test_y, source=str(d), sha256=hashes)
 
 
 LOADERS: dict[str, Callable[[Path | None, bool], RawDataset]] = {

@@ -39,6 +39,30 @@ def rows(results: list[MethodResult]) -> list[list[str]]:
     return out
 
 
+def backbone_lines(results: list[MethodResult]) -> list[str]:
+    """What the methods were ranked on, from their recorded provenance; a warning when they
+    were not all trained on the same backbone and features."""
+    ranked_ = [r for r in ranked(results) if r.details.get("provenance")]
+    if not ranked_:
+        return []
+    seen = {(r.details["provenance"]["backbone"].get("checkpoint_sha256"),
+             r.details["provenance"].get("features_sha256")) for r in ranked_}
+    prov = ranked_[0].details["provenance"]
+    bb, data, ver = prov["backbone"], prov.get("data", {}), prov.get("versions", {})
+    subset = ", ".join(f"{k} {data[k]}" for k in ("imb_ratio", "max_per_class", "val_per_class",
+                                                 "selection") if k in data)
+    ckpt = bb.get("checkpoint_sha256") or "none (imported features)"
+    lines = [f"Backbone: {bb.get('arch')} ({bb.get('feature_dim')}-d features) on "
+             f"{data.get('dataset')} ({subset}); checkpoint sha256 {ckpt[:16]}, features sha256 "
+             f"{prov.get('features_sha256', '')[:16]}; lttools {ver.get('lttools')}, torch "
+             f"{ver.get('torch')}."]
+    if len(seen) > 1:
+        lines.append("**Warning: these methods were not all trained on the same backbone and "
+                     f"features ({len(seen)} different ones); re-run `dvc repro` before "
+                     "comparing them.**")
+    return lines
+
+
 def problems(results: list[MethodResult]) -> list[tuple[str, str]]:
     return [(r.key, r.problem) for r in results if r.problem is not None]
 
@@ -53,6 +77,8 @@ def markdown(results: list[MethodResult], backbone: dict | None = None) -> str:
              "20 training images; — marks an empty group. LoMa: logits magnitude, mean across "
              "classes (std across classes); RSD: regularised std; ECE: calibration error (%); "
              "‖w‖ max/min: largest over smallest class-weight norm.", ""]
+    origin = backbone_lines(results)
+    lines += [*origin, ""] if origin else []
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "---|" * len(COLUMNS))
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]

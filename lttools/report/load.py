@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lttools.results import ResultPaths
-from lttools.retrain.summary import METRICS_SCHEMA
+from lttools.results import METRICS_SCHEMA, ResultPaths
 
 
 @dataclass

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from lttools.config import check_type
 from lttools.errors import LTError, check_range
 from lttools.retrain.registry import SCHEDULE_PARAMS, TRAIN_PARAMS, Method, get_method
 
@@ -30,21 +31,25 @@ class Plan:
         return len(self.grid) * len(self.seeds)
 
 
+SHARED_TYPES = {"seeds": int | list[int], "views": int, "flip_test": bool, "device": str}
+
+
 def check_shared(shared: dict[str, Any]) -> None:
-    """The `retrain:` section: known keys only, sane values."""
+    """The `retrain:` section: known keys only, each of its type and range, also the
+    optimisation defaults that some method overrides with its own."""
     valid = {*SHARED_KEYS, *TRAIN_PARAMS, *SCHEDULE_PARAMS}
     unknown = sorted(set(shared) - valid)
     if unknown:
         raise LTError(f"retrain: unknown key(s) {', '.join(unknown)}; valid keys: "
                       f"{', '.join(sorted(valid))}")
-    views = shared.get("views", 0)
-    if isinstance(views, bool) or not isinstance(views, int):
-        raise LTError(f"retrain.views = {views!r} must be a whole number")
-    check_range("retrain.views", views, low=0)
-    seeds = shared.get("seeds", [0])
-    for s in seeds if isinstance(seeds, list) else [seeds]:
-        if isinstance(s, bool) or not isinstance(s, int):
-            raise LTError(f"retrain.seeds must be whole numbers; got {s!r}")
+    for name, value in shared.items():
+        if name in SHARED_TYPES:
+            check_type(f"retrain.{name}", value, SHARED_TYPES[name])
+        else:
+            spec = {**TRAIN_PARAMS, **SCHEDULE_PARAMS}[name]
+            for v in value if isinstance(value, list) else [value]:
+                spec.check(f"retrain.{name}", v)
+    check_range("retrain.views", shared.get("views", 0), low=0)
 
 
 def make_plan(key: str, entry: dict[str, Any] | None, shared: dict[str, Any]) -> Plan:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from lttools.config import check_type
 from lttools.errors import LTError, check_range, unknown_name
 
 
@@ -38,8 +39,7 @@ class Param:
                 raise LTError(f"{name} = {value!r} is not valid; choose one of "
                               f"{', '.join(self.choices)}")
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LTError(f"{name} = {value!r} must be a number")
+        check_type(name, value, float)
         if self.integer and int(value) != value:
             raise LTError(f"{name} = {value!r} must be an integer")
         check_range(name, value, self.low, self.high, self.low_inclusive, self.high_inclusive)

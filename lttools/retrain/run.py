@@ -8,6 +8,7 @@ import torch
 
 from lttools.device import resolve_device
 from lttools.features import FeatureStore, open_store
+from lttools.provenance import check_backbone, store_provenance
 from lttools.retrain.plan import make_plan
 from lttools.retrain.summary import summarize
 from lttools.retrain.trainer import FeatureData, train_heads
@@ -33,11 +34,19 @@ def load_feature_data(store: FeatureStore, views: int, flip_test: bool,
 
 def run_method(key: str, entry: dict[str, Any] | None, shared: dict[str, Any],
                features: str | Path, expect: dict[str, Any] | None = None,
+               backbone: str | Path | None = None,
                quiet: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train and summarise one `methods:` entry on the store at `features`, after checking
+    the store against the params (`expect`) and, when given, the backbone it must come from.
+    The details record where the numbers come from (provenance)."""
     plan = make_plan(key, entry, shared)  # validate params before touching any data
     store = open_store(features, expect=expect)
+    if backbone is not None:
+        check_backbone(store.path, store.attrs, Path(backbone))
     device = resolve_device(shared.get("device", "auto"))
     views = int(shared.get("views", 0))
     data = load_feature_data(store, views, bool(shared.get("flip_test", True)), device)
     history = train_heads(plan, data, views=views, device=device, quiet=quiet)
-    return summarize(history)
+    metrics, details = summarize(history)
+    details["provenance"] = store_provenance(store.path, store.attrs)
+    return metrics, details

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from lttools.metrics import mean_std
+from lttools.results import METRICS_SCHEMA
 from lttools.retrain.trainer import History
 
-METRICS_SCHEMA = 1  # bump when metric names or meanings change; the report checks it
 REPORTED = ("acc", "bacc", "many", "medium", "few", "loma_mean", "loma_std", "loma_min",
             "loma_max", "rsd_mean", "rsd_std", "ece", "wnorm_ratio")
 LAST_REPORTED = ("acc", "bacc", "many", "medium", "few", "loma_mean", "ece")

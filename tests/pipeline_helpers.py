@@ -1,0 +1,85 @@
+"""Throw-away lttools repositories for end-to-end DVC tests: the pipeline files copied into a
+fresh git + DVC repository, params shrunk to run in seconds, and helpers to call dvc and git
+there."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", "lttools",
+                  ".dvc/config")
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+FAST = {"backbone": {"epochs": 2, "batch_size": 32, "device": "cpu"},
+        "features": {"views": 1, "batch_size": 128, "device": "cpu"},
+        "retrain": {"seeds": [0, 1], "views": 1, "epochs": 3, "device": "cpu"}}
+
+
+def env() -> dict[str, str]:
+    # no fallback to a system-wide Fashion-MNIST: a test repository sees only its own data
+    e = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(ROOT), **GIT_ENV,
+             LTTOOLS_SYSTEM_FASHION_MNIST="/nonexistent")
+    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e["PATH"]
+    return e
+
+
+def dvc(repo: Path, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env(),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=repo, env=env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def merge(params: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(params.get(key), dict):
+            merge(params[key], value)
+        else:
+            params[key] = value
+    return params
+
+
+def set_param(repo: Path, dotted: str, value: Any) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    node = params
+    *path, last = dotted.split(".")
+    for part in path:
+        node = node[part]
+    node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_repo(repo: Path, changes: dict, methods: list[str] | None = None,
+              commit: bool = True) -> Path:
+    """The pipeline in `repo` with FAST params, then `changes` (nested dicts), and only the
+    listed methods (all when None); a first commit (dvclive needs one)."""
+    repo.mkdir(parents=True, exist_ok=True)
+    for item in PIPELINE_FILES:
+        src, dst = ROOT / item, repo / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    params = merge(merge(yaml.safe_load((repo / "params.yaml").read_text()), FAST), changes)
+    if methods is not None:
+        params["methods"] = {k: v for k, v in params["methods"].items() if k in methods}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(repo, "init", "-q")
+    if commit:
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "lttools")
+    return repo
