@@ -41,7 +41,7 @@ def lt_features(k: int = 100, d: int = 64, n_max: int = 500, imb: float = 100,
     x_test, y_test = draw([test_per_class] * k)
     w = torch.randn(k, d, generator=g) * 0.05
     dev = torch.device(device)
-    return FeatureData(train.to(dev), y_train.to(dev), x_val.to(dev), y_val.to(dev),
+    return FeatureData(train.to(dev), y_train.to(dev), x_val[None].to(dev), y_val.to(dev),
                        x_test[None].to(dev), y_test.to(dev), counts, w, torch.zeros(k))
 
 

@@ -41,8 +41,8 @@ def _feature_batches(model: CifarResNet, splits: Splits, cfg: ExtractConfig,
     dev = next(model.parameters()).device
     plan = [("train", 0, "clean")] + [("train", v, "augmented") for v in range(1, cfg.views + 1)]
     plan += [("val", 0, "clean"), ("test", 0, "clean")]
-    if cfg.flip_test:
-        plan.append(("test", 1, "flipped"))
+    if cfg.flip_test:  # validation is scored as test is: both get the flipped view
+        plan += [("val", 1, "flipped"), ("test", 1, "flipped")]
     total = sum(len(splits.labels[s]) for s, _, _ in plan)
     bar = tqdm(total=total, desc="features", unit="img", disable=quiet)
     model.eval()
@@ -66,7 +66,8 @@ def extract_to_store(model: CifarResNet, splits: Splits, checkpoint: str | Path,
     cfg.validate()
     layout = StoreLayout(
         labels=splits.labels,
-        views={"train": 1 + cfg.views, "val": 1, "test": 2 if cfg.flip_test else 1},
+        views={"train": 1 + cfg.views, "val": 2 if cfg.flip_test else 1,
+               "test": 2 if cfg.flip_test else 1},
         head_weight=model.fc.weight.detach().cpu().numpy(),
         head_bias=model.fc.bias.detach().cpu().numpy(),
         class_counts=splits.class_counts)

@@ -1,6 +1,6 @@
 """The HDF5 feature store: frozen penultimate features of one backbone, written once.
 
-Layout (schema version 1)::
+Layout (schema version 2)::
 
     /                      attrs: schema_version, dataset, imb_ratio, max_per_class,
                            val_per_class, selection, data_seed, arch, feature_dim,
@@ -8,7 +8,7 @@ Layout (schema version 1)::
     /train/features        [1 + views, N, D]   view 0 clean, 1..views augmented (crop+flip)
     /train/labels          [N] int64
     /train/class_counts    [K] int64           the prior; the only place methods read it from
-    /val/features          [1, N, D]           clean
+    /val/features          [1 or 2, N, D]      view 0 clean, view 1 horizontally flipped
     /val/labels
     /test/features         [1 or 2, N, D]      view 0 clean, view 1 horizontally flipped
     /test/labels
@@ -30,7 +30,7 @@ import torch
 from lttools.atomic import atomic_path
 from lttools.errors import LTError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: validation has the flipped view too
 SPLITS = ("train", "val", "test")
 DTYPES = ("float32", "float16")
 CHUNK_BYTES = 1 << 20
@@ -66,8 +66,9 @@ def write_store(path: str | Path, layout: StoreLayout, attrs: dict[str, Any],
             rows_per_chunk = max(1, min(CHUNK_BYTES // (d * np.dtype(dtype).itemsize), 4096))
             for s in SPLITS:
                 n = len(layout.labels[s])
+                chunks = (1, min(n, rows_per_chunk), d) if n else None  # an empty split: none
                 f.create_dataset(f"{s}/features", shape=(layout.views[s], n, d), dtype=dtype,
-                                 chunks=(1, max(1, min(n, rows_per_chunk)), d))
+                                 chunks=chunks)
                 f.create_dataset(f"{s}/labels", data=np.asarray(layout.labels[s], np.int64))
             f.create_dataset("train/class_counts", data=np.asarray(layout.class_counts, np.int64))
             f.create_dataset("head/weight", data=np.asarray(layout.head_weight, np.float32))

@@ -83,3 +83,20 @@ def make_repo(repo: Path, changes: dict, methods: list[str] | None = None,
         git(repo, "add", "-A")
         git(repo, "commit", "-qm", "lttools")
     return repo
+
+
+def check_metric_values(name: str, metrics: dict[str, Any]) -> None:
+    """Every metric a stage writes is a finite number within its range."""
+    import math
+
+    for key, value in metrics.items():
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), (name, key)
+        assert math.isfinite(value), (name, key, value)
+        base = key.removesuffix("_mean").removesuffix("_std")
+        if key.endswith("_std"):
+            assert value >= 0, (name, key, value)
+        if any(base.endswith(m) for m in ("acc", "bacc", "many", "medium", "few", "ece")) \
+                and not key.endswith("_std"):
+            assert 0 <= value <= 100, (name, key, value)
+        if base.startswith("selected_epoch"):
+            assert 0 <= value <= metrics.get("epochs", value), (name, key, value)

@@ -13,7 +13,7 @@ import yaml
 
 from fixtures import make_fashion_mnist
 from lttools.backbone.training_log import read_curves
-from pipeline_helpers import dvc, env, git, make_repo, set_param
+from pipeline_helpers import check_metric_values, dvc, env, git, make_repo, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,10 @@ def test_repro_writes_metrics_for_every_method(repo):
                      "test_medium_mean", "test_few_mean", "last_test_acc_mean", "val_bacc_mean"):
             assert isinstance(m[name], (int, float)), (key, name)
         assert m["num_seeds"] == 2
-    assert {"test_acc", "val_bacc", "loss"} <= set(metrics["metrics/backbone/metrics.json"]["data"])
+        check_metric_values(key, m)
+    backbone = metrics["metrics/backbone/metrics.json"]["data"]
+    assert {"test_acc", "val_bacc", "loss"} <= set(backbone)
+    check_metric_values("backbone", {k: v for k, v in backbone.items() if k != "step"})
     assert (repo / "data/features/features.h5").exists()
 
 

@@ -9,7 +9,7 @@ from lttools.errors import LTError
 from lttools.retrain import pieces as P
 from lttools.retrain.plan import make_plan
 from lttools.retrain.registry import all_methods, get_method
-from lttools.retrain.trainer import hyper_tensors, method_loss, train_heads
+from lttools.retrain.trainer import FeatureData, hyper_tensors, method_loss, train_heads
 from retrain_helpers import toy_data
 
 METHODS = sorted(all_methods())
@@ -24,7 +24,8 @@ def test_all_sixteen_methods_are_registered():
 
 
 def _training_loss(plan, data, params) -> float:
-    """Mean of the method's own objective over the whole training set (last-epoch weights)."""
+    """Mean of the method's own objective over the whole training set (last-epoch weights);
+    `plan` as trained (its "auto" values resolved)."""
     m = plan.method
     counts = torch.as_tensor(data.class_counts) if m.needs_prior else None
     hp = hyper_tensors(plan, torch.device("cpu"))
@@ -47,8 +48,8 @@ def test_every_method_trains_and_lowers_its_loss(name):
     start = HEADS[plan.method.head].init(data.head_weight, data.head_bias, plan.num_heads,
                                          plan.method.reinit,
                                          [torch.Generator().manual_seed(10_007)] * plan.num_heads)
-    before = _training_loss(plan, data, start)
-    after = _training_loss(plan, data, hist.final_params)
+    before = _training_loss(hist.plan, data, start)
+    after = _training_loss(hist.plan, data, hist.final_params)
     assert after < before, f"{name}: loss {before:.4f} -> {after:.4f}"
 
 
@@ -108,9 +109,11 @@ def test_los_optimum_margin(k, eps):
     assert margins.numpy() == pytest.approx(np.full(k, math.log(1 + k * (1 - eps) / eps)), abs=1e-3)
 
 
-def test_tau_zero_leaves_head_unchanged():
+def test_tau_norm_drops_the_bias_and_tau_one_gives_unit_rows():
     w, b = torch.randn(2, 5, 4), torch.randn(2, 5)
-    w2, b2 = P.tau_normalise(w, b, torch.zeros(2))
+    w0, b0 = P.tau_normalise(w, b, torch.zeros(2))
+    assert torch.equal(w0, w) and torch.equal(b0, torch.zeros_like(b))
+    w2, b2 = P.tau_normalise(w, b, torch.zeros(2), keep_bias=True)  # our variant: identity
     assert torch.equal(w2, w) and torch.equal(b2, b)
     w1, _ = P.tau_normalise(w, b, torch.ones(2))
     assert w1.norm(dim=-1).numpy() == pytest.approx(np.ones((2, 5)), abs=1e-6)
@@ -185,3 +188,72 @@ def test_weight_norm_ratio_is_recorded_and_tau_one_equalises_norms():
     assert float(ratio[1]) == pytest.approx(1.0, abs=1e-5)
     assert "wnorm_ratio" not in train_heads(make_plan("disalign", {}, SHARED), data,
                                             quiet=True).scalars["test"]
+
+
+def test_prior_methods_move_predictions_towards_the_rare_class():
+    """Direction of every prior adjustment: on features that carry no class information and a
+    stage-1 head biased to the frequent class, each method that uses the prior gives the rarest
+    class more probability than plain CE trained the same way."""
+    g = torch.Generator().manual_seed(0)
+    counts = np.array([120, 30, 6])
+    k, d = 3, 4
+    y = torch.from_numpy(np.repeat(np.arange(k), counts))
+    x = torch.randn(len(y), d, generator=g)
+    bias = torch.from_numpy(np.log(counts / counts.sum())).float()  # the head learned the prior
+    data = FeatureData(train=x[None], train_labels=y, val=x[None, :30], val_labels=y[:30],
+                       test=torch.randn(1, 300, d, generator=g), test_labels=torch.arange(300) % k,
+                       class_counts=counts, head_weight=0.01 * torch.randn(k, d, generator=g),
+                       head_bias=bias)
+    shared = {"seeds": [0], "epochs": 6, "lr": 0.05}
+
+    def rare_share(name):
+        entry = {"epochs": 0 if get_method(name).posthoc else 6}
+        if name in ("posthoc_la", "tau_norm"):
+            entry["tau"] = 1.0
+        hist = train_heads(make_plan(name, entry, shared), data, quiet=True)
+        params, frozen = hist.final_params, {"w": data.head_weight, "b": data.head_bias}
+        from lttools.retrain.trainer import _predicting_head, _split_logits
+        counts_t = torch.as_tensor(counts) if get_method(name).needs_prior else None
+        hp = hyper_tensors(hist.plan, torch.device("cpu"))
+        lin = _predicting_head(hist.plan, params, frozen, hp, counts_t)
+        z = _split_logits(hist.plan, params, frozen, data.test, hp, lin)[0]
+        return float(torch.softmax(z, -1)[:, k - 1].mean())
+
+    base = rare_share("ce")
+    for name in METHODS:
+        if get_method(name).needs_prior:
+            assert rare_share(name) > base, f"{name} does not move towards the rare class"
+
+
+def test_a_grid_without_validation_data_is_refused_not_silently_its_first_point():
+    data = toy_data()
+    data.val, data.val_labels = data.val[:, :0], data.val_labels[:0]
+    with pytest.raises(LTError, match=r"methods.tau_norm.tau = \[0.0, 1.0\] is a grid, but the "
+                                      r"feature store has no validation split"):
+        train_heads(make_plan("tau_norm", {"tau": [0.0, 1.0]}, SHARED), data, quiet=True)
+    hist = train_heads(make_plan("los", {"eps": 0.9, "epochs": 3}, SHARED), data, quiet=True)
+    assert "val" not in hist.scalars
+    from lttools.retrain.summary import summarize
+    metrics, details = summarize(hist)
+    assert metrics["selected_on_validation"] == 0 and metrics["selected_epoch_mean"] == 3
+    assert metrics["test_bacc_mean"] == pytest.approx(float(hist.scalars["test"]["bacc"][0, -1]))
+    assert not any(k.startswith("val_") for k in metrics)
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_validation_is_scored_over_the_same_views_as_test():
+    """With the flipped view stored, the validation logits are averaged over both views as the
+    test logits are: selection and reporting agree."""
+    data = toy_data()
+    flipped = data.val[0].flip(-1)  # any other view of the same images
+    two = toy_data()
+    two.val = torch.stack([data.val[0], flipped])
+    plan = make_plan("ce", {"epochs": 0}, SHARED)
+    one_view = train_heads(plan, data, quiet=True).scalars["val"]["loma_mean"]
+    both = train_heads(plan, two, quiet=True).scalars["val"]["loma_mean"]
+    w, b = data.head_weight, data.head_bias
+    z = ((data.val[0] @ w.T + b) + (flipped @ w.T + b)) / 2
+    from lttools.metrics import logits_magnitude
+    assert float(both[0, 0]) == pytest.approx(float(logits_magnitude(z, data.val_labels).mean()),
+                                              rel=1e-5)
+    assert float(both[0, 0]) != pytest.approx(float(one_view[0, 0]))

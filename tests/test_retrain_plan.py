@@ -16,7 +16,7 @@ def test_grid_expansion_and_seed_order():
 def test_precedence_entry_over_method_default_over_shared():
     shared = {"seeds": [0], "lr": 1e-3, "epochs": 7}
     assert make_plan("ce", {}, shared).grid[0]["lr"] == 1e-3
-    assert make_plan("crt", {}, shared).grid[0]["lr"] == 0.05  # the method's own default
+    assert make_plan("crt", {}, shared).grid[0]["lr"] == 0.025  # the method's own default
     assert make_plan("crt", {"lr": 0.2}, shared).grid[0]["lr"] == 0.2
     assert make_plan("ce", {}, shared).epochs == 7
     assert make_plan("tau_norm", {}, shared).epochs == 0

@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from lttools.report.leaderboard import COLUMNS, backbone_lines, problems, rows
+from lttools.report.leaderboard import COLUMNS, NO_VALIDATION, backbone_lines, problems, rows
 from lttools.report.load import MethodResult
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -20,11 +20,12 @@ def render(results: list[MethodResult], plots: list[tuple[str, Path]], title: st
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                    for row in rows(results))
+    notes = [intro, *backbone_lines(results)]
+    if any(r.get("selected_on_validation") == 0 for r in results):
+        notes.append(NO_VALIDATION)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p class='note'>{html.escape(intro)}</p>",
-             *(f"<p class='note'>{html.escape(line.strip('*'))}</p>"
-               for line in backbone_lines(results)),
+             *(f"<p class='note'>{html.escape(n.replace('**', ''))}</p>" for n in notes),
              f"<table id='leaderboard'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"]
     bad = problems(results)
     if bad:

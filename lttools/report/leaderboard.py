@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from lttools.report.load import MethodResult, ranked
 
+NO_VALIDATION = ("**No validation split** (data.val_per_class = 0): no epoch or grid point was "
+                 "selected; every number is the last epoch of the one setting given.")
 COLUMNS = ("rank", "method", "test bal. acc", "last epoch", "Many", "Medium", "Few",
            "LoMa mean (spread)", "RSD", "ECE", "‖w‖ max/min", "selected")
 
@@ -18,7 +20,9 @@ def selected(r: MethodResult) -> str:
     parts = [f"{k}={r.get(f'selected_{k}_mean'):g}" for k in r.details.get("grid_keys", [])
              if r.get(f"selected_{k}_mean") is not None]
     epoch, epochs = r.get("selected_epoch_mean"), int(r.get("epochs") or 0)
-    if epochs == 0:
+    if r.get("selected_on_validation") == 0:
+        parts.append("no validation split: last epoch, nothing selected")
+    elif epochs == 0:
         parts.append("post-hoc on the stage-1 head")
     elif epoch is not None:
         parts.append(f"epoch {epoch:.1f}/{epochs}")
@@ -79,6 +83,8 @@ def markdown(results: list[MethodResult], backbone: dict | None = None) -> str:
              "‖w‖ max/min: largest over smallest class-weight norm.", ""]
     origin = backbone_lines(results)
     lines += [*origin, ""] if origin else []
+    if any(r.get("selected_on_validation") == 0 for r in ranked(results)):
+        lines += [NO_VALIDATION, ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "---|" * len(COLUMNS))
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]

@@ -54,6 +54,21 @@ class LearnableWeightScaling:
         return p["s"][:, :, None] * frozen["w"][None], p["s"] * frozen["b"][None]
 
 
+class LinearWithScaling:
+    """MiSLAS's stage-2 head: the linear head (W, b, from stage 1) is trained together with one
+    learned scale per class, s_j (W f + b)_j, the scales starting at 1."""
+
+    def init(self, w0, b0, heads, reinit, gens) -> Params:
+        return {**Linear().init(w0, b0, heads, reinit, gens),
+                "s": torch.ones(heads, w0.shape[0], dtype=w0.dtype, device=w0.device)}
+
+    def logits(self, p, frozen, x, hp):
+        return p["s"][:, None, :] * _affine(x, p["w"], p["b"])
+
+    def linear(self, p, frozen):
+        return p["s"][:, :, None] * p["w"], p["s"] * p["b"]
+
+
 class Cosine:
     """Normalised (cosine) head, as LDAM uses: scale * cos(x, w_j); no bias."""
 
@@ -71,13 +86,17 @@ class Cosine:
 
 class DistributionAlignment:
     """DisAlign: (1 + c(x) a_j) z_j + c(x) b_j with confidence c(x) = sigmoid(v x + v0);
-    z from the frozen stage-1 head. Starts at a = b = 0, v = 0."""
+    z from the frozen stage-1 head. Initialised as the reference's DisAlignLinear: logit scale
+    a = 1, logit bias b = 0, confidence weights v = 0.1, confidence bias v0 drawn as torch's
+    nn.Linear(D, 1) draws its bias, U(-1/sqrt(D), 1/sqrt(D))."""
 
     def init(self, w0, b0, heads, reinit, gens) -> Params:
         k, d = w0.shape
         z = dict(dtype=w0.dtype, device=w0.device)
-        return {"a": torch.zeros(heads, k, **z), "b": torch.zeros(heads, k, **z),
-                "v": torch.zeros(heads, d, **z), "v0": torch.zeros(heads, **z)}
+        bound = 1 / math.sqrt(d)
+        v0 = torch.stack([torch.rand((), generator=g) for g in gens]) * 2 * bound - bound
+        return {"a": torch.ones(heads, k, **z), "b": torch.zeros(heads, k, **z),
+                "v": torch.full((heads, d), 0.1, **z), "v0": v0.to(**z)}
 
     def logits(self, p, frozen, x, hp):
         z = _affine(x, frozen["w"], frozen["b"])
@@ -89,5 +108,5 @@ class DistributionAlignment:
         return None
 
 
-HEADS = {"linear": Linear(), "lws": LearnableWeightScaling(), "cosine": Cosine(),
-         "disalign": DistributionAlignment()}
+HEADS = {"linear": Linear(), "lws": LearnableWeightScaling(), "linear_lws": LinearWithScaling(),
+         "cosine": Cosine(), "disalign": DistributionAlignment()}

@@ -11,10 +11,6 @@ EPS = Param(0.98, "label-smoothing epsilon: target (1-eps) onehot + eps/K", 0, 1
 BETA = Param(0.9999, "effective-number beta; -> 1 gives inverse frequency", 0, 1, True, False)
 
 
-def _class_balanced_sampling(counts, hp, epoch, epochs, heads):
-    return P.power_class_probs(counts, torch.zeros(heads, device=counts.device))
-
-
 def _cb_weights(counts, hp, epoch, epochs):
     return P.effective_number_weights(counts, hp["beta"])
 
@@ -41,10 +37,13 @@ register(Method(
     needs_prior=False, params={"gamma": Param(1.0, "focusing parameter", 0, 10)},
     loss=lambda z, y, hp, counts: P.focal(z, y, hp["gamma"])))
 
+# cRT and LWS as classifier-balancing's ImageNet-LT configs (cls_crt.yaml, cls_lws.yaml): SGD
+# lr 0.2 at batch 512 (0.025 at our 64), weight decay 5e-4, cosine, class-aware sampling with
+# 4 samples per class visit; 10 epochs (cRT), 5 epochs (LWS).
 register(Method(
-    "crt", "classifier re-training (cRT): re-initialised head, class-balanced sampling",
-    needs_prior=True, reinit=True, sampling=_class_balanced_sampling,
-    train_defaults={"lr": 0.05}))
+    "crt", "classifier re-training (cRT): re-initialised head, class-aware sampling",
+    needs_prior=True, reinit=True, class_aware=4,
+    train_defaults={"lr": 0.025, "weight_decay": 5e-4, "epochs": 10}))
 
 register(Method(
     "sqrt_sampling", "square-root sampling: class j drawn with probability ∝ n_j^q",
@@ -59,23 +58,26 @@ register(Method(
         counts, epoch, epochs, heads)))
 
 register(Method(
-    "lws", "learnable weight scaling: W, b frozen, one scale per class, class-balanced sampling",
-    needs_prior=True, head="lws", sampling=_class_balanced_sampling,
-    train_defaults={"lr": 0.05}))
+    "lws", "learnable weight scaling: W, b frozen, one scale per class, class-aware sampling",
+    needs_prior=True, head="lws", class_aware=4,
+    train_defaults={"lr": 0.025, "weight_decay": 5e-4, "epochs": 5}))
 
 register(Method(
-    "tau_norm", "tau-normalisation: z_j / ||w_j||^tau (bias scaled with its row), post-hoc",
+    "tau_norm", "tau-normalisation: w_j / ||w_j||^tau, the bias dropped (Kang et al.), post-hoc",
     needs_prior=False,
     params={"tau": Param([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0],
-                         "normalisation power, chosen on validation", 0, 2)},
-    posthoc=lambda w, b, hp, counts: P.tau_normalise(w, b, hp["tau"]),
+                         "normalisation power, chosen on validation", 0, 2),
+            "bias": Param("drop", "drop: the reference; scale: divide the bias with its row "
+                          "(tau 0 = the stage-1 head)", choices=("drop", "scale"))},
+    posthoc=lambda w, b, hp, counts, opt: P.tau_normalise(w, b, hp["tau"],
+                                                          keep_bias=opt["bias"] == "scale"),
     train_defaults={"epochs": 0}))
 
 register(Method(
     "posthoc_la", "post-hoc logit adjustment: argmax_j z_j - tau log pi_j",
     needs_prior=True, params={"tau": Param([0.0, 0.5, 1.0, 1.5, 2.0],
                                            "adjustment strength, chosen on validation", 0, 5)},
-    posthoc=lambda w, b, hp, counts: P.posthoc_logit_adjust(w, b, hp["tau"], counts),
+    posthoc=lambda w, b, hp, counts, opt: P.posthoc_logit_adjust(w, b, hp["tau"], counts),
     train_defaults={"epochs": 0}))
 
 register(Method(
@@ -106,14 +108,28 @@ register(Method(
             "drw_beta": BETA},
     train_logits=_ldam_logits, class_weights=_drw_weights, train_defaults={"lr": 0.01}))
 
+# MiSLAS stage 2 as dvlab-research/MiSLAS train_stage2.py with its CIFAR-100-LT configs:
+# label-aware smoothing, class-aware sampling, the stage-1 linear head trained together with a
+# learnable weight scaling, SGD lr 0.1 at batch 128 (the head's lr times lr_factor), weight
+# decay 2e-4, 10 epochs, cosine; eps and lr_factor follow the imbalance ratio ("auto").
 register(Method(
-    "mislas", "MiSLAS label-aware smoothing: eps from eps_head (largest class) to eps_tail",
-    needs_prior=True,
-    params={"eps_head": Param(0.4, "eps of the largest class", 0, 1, True, False),
-            "eps_tail": Param(0.1, "eps of the smallest class", 0, 1, True, False)},
+    "mislas", "MiSLAS stage 2: label-aware smoothing, class-aware sampling, linear head + "
+    "learnable weight scaling",
+    needs_prior=True, head="linear_lws", class_aware=1, lr_scale={"w": "lr_factor", "b": "lr_factor"},
+    params={"eps_head": Param("auto", "eps of the largest class", 0, 1, True, False,
+                              auto=lambda ir: P.mislas_setting(ir)[0]),
+            "eps_tail": Param("auto", "eps of the smallest class", 0, 1, True, False,
+                              auto=lambda ir: P.mislas_setting(ir)[1]),
+            "lr_factor": Param("auto", "the linear head's lr over the scales' lr", 0, None, False,
+                               auto=lambda ir: P.mislas_setting(ir)[2])},
     loss=lambda z, y, hp, counts: P.smoothed_ce(
-        z, y, P.label_aware_eps(counts, hp["eps_head"], hp["eps_tail"]).gather(1, y))))
+        z, y, P.label_aware_eps(counts, hp["eps_head"], hp["eps_tail"]).gather(1, y)),
+    train_defaults={"lr": 0.1, "weight_decay": 2e-4, "epochs": 10, "batch_size": 128}))
 
+# Weight balancing as ShadeAlsha/LTR-weight-balancing demo2_second-stage-training: the
+# class-balanced loss of its CB-loss port ("softmax" variant, beta 0.9999), SGD lr 0.01,
+# momentum 0.9, weight decay 0.1, 10 epochs, cosine, batch 64; MaxNorm (thresh 0.1) after
+# every step as the paper says, or once per epoch as the released code does.
 register(Method(
     "weight_balancing",
     "weight balancing: class-balanced loss + strong weight decay + MaxNorm (Alshammari et al.)",
@@ -121,13 +137,19 @@ register(Method(
     params={"beta": BETA,
             "thresh": Param(0.1, "MaxNorm cap = min + thresh (max - min) of initial row norms",
                             0, 1),
-            "maxnorm_every": Param("step", "when to project rows", choices=("step", "epoch"))},
-    class_weights=_cb_weights, constraint="maxnorm",
+            "maxnorm_every": Param("step", "step: after every step (the paper); epoch: once per "
+                                   "epoch (the released code)", choices=("step", "epoch"))},
+    loss=lambda z, y, hp, counts: P.cb_softmax_bce(
+        z, y, P.effective_number_weights(counts, hp["beta"])),
+    constraint="maxnorm",
     train_defaults={"lr": 0.01, "weight_decay": 0.1, "epochs": 10}))
 
+# DisAlign as Megvii cvpods (DisAlignLinear, GRWCrossEntropyLoss); its classification recipe
+# follows classifier-balancing's: lr 0.2 at batch 512 (0.025 at 64), weight decay 5e-4,
+# 10 epochs, cosine, instance-balanced sampling.
 register(Method(
     "disalign", "DisAlign: (1 + c(x) a_j) z_j + c(x) b_j, loss re-weighted by (1/pi_j)^rho",
     needs_prior=True, head="disalign",
     params={"rho": Param(1.2, "re-weighting power", 0, None)},
     class_weights=lambda counts, hp, epoch, epochs: P.inverse_power_weights(counts, hp["rho"]),
-    train_defaults={"lr": 0.01}))
+    train_defaults={"lr": 0.025, "weight_decay": 5e-4, "epochs": 10}))

@@ -70,6 +70,17 @@ def smoothed_ce(logits: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> tor
     return (1 - eps) * nll + eps * uniform
 
 
+def cb_softmax_bce(logits: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+    """The class-balanced loss as the weight-balancing code computes it (the `softmax` variant
+    of its CB-loss port): binary cross-entropy between the softmax probabilities and the
+    one-hot target, summed over classes, times the weight of the sample's class, over K; its
+    mean over the batch is the reference's mean over batch x classes. [H, K] weights."""
+    p = torch.softmax(logits, -1)
+    target = F.one_hot(y, logits.shape[-1]).to(p.dtype)
+    bce = F.binary_cross_entropy(p, target, reduction="none").mean(-1)  # [H, B]
+    return class_weights.gather(1, y) * bce
+
+
 def focal(logits: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """Softmax focal loss: -(1 - p_y)^gamma log p_y."""
     logp_y = F.log_softmax(logits, -1).gather(-1, y[..., None])[..., 0]
@@ -80,6 +91,15 @@ def ldam_margins(counts: torch.Tensor, max_margin: torch.Tensor) -> torch.Tensor
     """Delta_j ∝ n_j^(-1/4), largest margin = max_margin. [H] -> [H, K]."""
     m = counts.double().clamp_min(1) ** -0.25
     return (m[None] / m.max() * max_margin.double()[:, None]).float()
+
+
+def mislas_setting(imbalance_ratio: float) -> tuple[float, float, float]:
+    """(eps_head, eps_tail, lr_factor) of MiSLAS's CIFAR-100-LT stage-2 configs at the
+    imbalance ratio nearest to this one on a log scale: IR 100 -> (0.4, 0.1, 0.2),
+    IR 50 -> (0.3, 0.0, 0.1), IR 10 -> (0.2, 0.0, 0.1)."""
+    table = {100.0: (0.4, 0.1, 0.2), 50.0: (0.3, 0.0, 0.1), 10.0: (0.2, 0.0, 0.1)}
+    nearest = min(table, key=lambda ir: abs(math.log(imbalance_ratio / ir)))
+    return table[nearest]
 
 
 def label_aware_eps(counts: torch.Tensor, eps_head: torch.Tensor,
@@ -95,11 +115,12 @@ def label_aware_eps(counts: torch.Tensor, eps_head: torch.Tensor,
 # ---- post-hoc transforms of a linear head (W [H, K, D], b [H, K]) -------------------------
 
 
-def tau_normalise(w: torch.Tensor, b: torch.Tensor, tau: torch.Tensor):
-    """z_j / ||w_j||^tau: the row and its bias divided by the row norm to the power tau
-    (Kang et al.'s head has no bias; this reduces to theirs when b = 0). tau = 0: unchanged."""
+def tau_normalise(w: torch.Tensor, b: torch.Tensor, tau: torch.Tensor, keep_bias: bool = False):
+    """Kang et al.'s tau-normalisation: each row w_j / ||w_j||^tau, the bias dropped (as the
+    reference predicts with the normalised rows alone). keep_bias: the bias is divided with
+    its row instead, so that tau = 0 leaves the head unchanged (our variant)."""
     scale = w.norm(dim=-1).clamp_min(1e-12) ** tau[:, None]  # [H, K]
-    return w / scale[..., None], b / scale
+    return w / scale[..., None], (b / scale if keep_bias else torch.zeros_like(b))
 
 
 def posthoc_logit_adjust(w: torch.Tensor, b: torch.Tensor, tau: torch.Tensor,

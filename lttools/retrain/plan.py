@@ -2,13 +2,14 @@
 hyper-parameter points, the shared schedule and the seeds. All validation happens here."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Any
 
 from lttools.config import check_type
 from lttools.errors import LTError, check_range
-from lttools.retrain.registry import SCHEDULE_PARAMS, TRAIN_PARAMS, Method, get_method
+from lttools.retrain.registry import AUTO, SCHEDULE_PARAMS, TRAIN_PARAMS, Method, get_method
 
 # Settings in the `retrain:` section shared by every method's stage; any optimisation
 # hyper-parameter given there too (lr, epochs, ...) is the default under a method's own.
@@ -86,9 +87,32 @@ def make_plan(key: str, entry: dict[str, Any] | None, shared: dict[str, Any]) ->
                               f"all heads of the stage); got {choices}")
             options[name] = choices[0]
         else:
-            grid_axes[name] = [float(v) for v in choices]
+            grid_axes[name] = [v if v == AUTO else float(v) for v in choices]
     names = list(grid_axes)
     grid = [dict(zip(names, combo)) for combo in itertools.product(*grid_axes.values())]
     return Plan(key, method, grid, [n for n in names if len(grid_axes[n]) > 1],
                 {k: v for k, v in options.items() if k not in SCHEDULE_PARAMS},
                 int(options["epochs"]), int(options["batch_size"]), [int(s) for s in seeds])
+
+
+def imbalance_ratio(counts) -> float:
+    """Largest over smallest training class count (classes with no image left out)."""
+    present = [int(c) for c in counts if int(c) > 0]
+    return max(present) / min(present)
+
+
+def resolve_auto(plan: Plan, counts) -> Plan:
+    """The plan with every "auto" hyper-parameter replaced by the value its method's reference
+    uses at this training set's imbalance ratio."""
+    specs = plan.method.all_params()
+    ratio = None
+    grid = []
+    for point in plan.grid:
+        resolved = {}
+        for name, value in point.items():
+            if value == AUTO:
+                ratio = imbalance_ratio(counts) if ratio is None else ratio
+                value = float(specs[name].auto(ratio))
+            resolved[name] = value
+        grid.append(resolved)
+    return dataclasses.replace(plan, grid=grid)

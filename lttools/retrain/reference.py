@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import torch
 
-from lttools.retrain.plan import Plan
-from lttools.retrain.trainer import FeatureData, method_loss, sample_epoch
+from lttools.retrain.plan import Plan, resolve_auto
+from lttools.retrain.sampling import EpochSampler
+from lttools.retrain.trainer import FeatureData, method_loss
 
 
 def train_one_head(plan: Plan, data: FeatureData, grid_index: int, seed: int,
                    views: int = 0) -> torch.nn.Linear:
     """Train one linear head of `plan` (grid point, seed) with torch's own optimizer."""
+    plan = resolve_auto(plan, data.class_counts)
     method = plan.method
-    if method.head != "linear" or method.reinit or method.constraint:
+    if method.head != "linear" or method.reinit or method.constraint or method.lr_scale:
         raise ValueError("the reference path covers methods on a plain linear head")
     hp = {k: torch.tensor([v], dtype=torch.float32) for k, v in plan.grid[grid_index].items()}
     counts = torch.as_tensor(data.class_counts) if method.needs_prior else None
@@ -28,12 +30,11 @@ def train_one_head(plan: Plan, data: FeatureData, grid_index: int, seed: int,
     opt = torch.optim.SGD(head.parameters(), lr=float(hp["lr"]), momentum=float(hp["momentum"]),
                           weight_decay=float(hp["weight_decay"]))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(plan.epochs, 1))
-    gen = torch.Generator().manual_seed(seed)
+    sampler = EpochSampler(method, data.train_labels, [torch.Generator().manual_seed(seed)])
     frozen = {"w": data.head_weight, "b": data.head_bias}
     for epoch in range(plan.epochs):
         x = data.train[1 + epoch % views if views else 0]
-        probs = method.sampling(counts, hp, epoch, plan.epochs, 1) if method.sampling else None
-        idx = sample_epoch([gen], data.train_labels, probs)[0]
+        idx = sampler.epoch(counts, hp, epoch, plan.epochs)[0]
         cw = method.class_weights(counts, hp, epoch, plan.epochs) if method.class_weights else None
         params = {"w": head.weight[None], "b": head.bias[None]}  # views: one head of one
         for s in range(0, len(idx), plan.batch_size):

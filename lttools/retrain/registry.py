@@ -8,18 +8,29 @@ A method is a composition of optional pieces; the trainer applies whichever are 
     class_weights(counts, hp, epoch, epochs)    -> per-class loss weights [H, K]
     train_logits(z, y, hp, counts)              -> logits the loss sees (offsets, margins)
     loss(z, y, hp, counts)                      -> per-sample loss [H, B] (default: CE)
-    posthoc(w, b, hp, counts)                   -> transformed linear head used to predict
+    posthoc(w, b, hp, counts, options)          -> transformed linear head used to predict
     constraint                                  -> "maxnorm" (projected after step / epoch)
+    class_aware                                 -> class-aware sampling (classifier-balancing's
+                                                   ClassAwareSampler), this many samples per
+                                                   class visit; an epoch is n_max x K samples
+    lr_scale                                    -> parameter name -> hyper-parameter that
+                                                   multiplies the learning rate of that parameter
+
+A hyper-parameter may default to "auto": its value then follows from the training set's
+imbalance ratio (largest / smallest class count), as the method's reference sets it.
 
 `counts` is None for a prior-free method: it cannot read the class counts by accident.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from lttools.config import check_type
 from lttools.errors import LTError, check_range, unknown_name
+
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -32,8 +43,11 @@ class Param:
     high_inclusive: bool = True
     choices: tuple[str, ...] | None = None  # a categorical param; cannot be a grid
     integer: bool = False
+    auto: Callable[[float], float] | None = None  # "auto": the value for an imbalance ratio
 
     def check(self, name: str, value: Any) -> None:
+        if value == AUTO and self.auto is not None:
+            return
         if self.choices is not None:
             if value not in self.choices:
                 raise LTError(f"{name} = {value!r} is not valid; choose one of "
@@ -47,6 +61,11 @@ class Param:
     def describe(self) -> str:
         if self.choices is not None:
             return "{" + ", ".join(self.choices) + "}"
+        if self.auto is not None:
+            return f"auto or {self._interval()}"
+        return self._interval()
+
+    def _interval(self) -> str:
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         return (("[" if self.low_inclusive and self.low is not None else "(") + f"{lo}, {hi}"
@@ -81,6 +100,8 @@ class Method:
     loss: Callable | None = None
     posthoc: Callable | None = None
     constraint: str | None = None
+    class_aware: int | None = None
+    lr_scale: dict[str, str] = field(default_factory=dict)
     train_defaults: dict[str, Any] = field(default_factory=dict)
 
     def all_params(self) -> dict[str, Param]:
@@ -88,8 +109,7 @@ class Method:
         out = dict(self.params)
         for name, p in {**TRAIN_PARAMS, **SCHEDULE_PARAMS}.items():
             default = self.train_defaults.get(name, p.default)
-            out[name] = Param(default, p.help, p.low, p.high, p.low_inclusive,
-                              p.high_inclusive, p.choices, p.integer)
+            out[name] = dataclasses.replace(p, default=default)
         return out
 
 

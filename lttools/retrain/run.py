@@ -17,15 +17,16 @@ from lttools.retrain.trainer import FeatureData, train_heads
 def load_feature_data(store: FeatureStore, views: int, flip_test: bool,
                       device: torch.device) -> FeatureData:
     """The views stage 2 uses: clean + `views` augmented training views (as many as stored;
-    the trainer refuses too few), clean validation, clean (+ flipped) test."""
+    the trainer refuses too few); validation and test clean (+ flipped): both are scored the
+    same way, so that selection and reporting agree."""
     train_views = min(store.views["train"], 1 + views)
-    test_views = store.views["test"] if flip_test else 1
+    eval_views = {s: store.views[s] if flip_test else 1 for s in ("val", "test")}
     return FeatureData(
         train=torch.stack([store.read("train", v, device) for v in range(train_views)]),
         train_labels=torch.from_numpy(store.labels["train"]).to(device),
-        val=store.read("val", 0, device),
+        val=torch.stack([store.read("val", v, device) for v in range(eval_views["val"])]),
         val_labels=torch.from_numpy(store.labels["val"]).to(device),
-        test=torch.stack([store.read("test", v, device) for v in range(test_views)]),
+        test=torch.stack([store.read("test", v, device) for v in range(eval_views["test"])]),
         test_labels=torch.from_numpy(store.labels["test"]).to(device),
         class_counts=store.class_counts,
         head_weight=torch.from_numpy(store.head_weight),

@@ -20,11 +20,15 @@ LAST_REPORTED = ("acc", "bacc", "many", "medium", "few", "loma_mean", "ece")
 def select(history: History) -> list[dict[str, int]]:
     """Per seed: the head (grid point) and epoch with the best validation balanced accuracy,
     and the head that is best on validation at the last epoch. Epoch 0 (the starting head)
-    is a candidate only when there are no training epochs."""
+    is a candidate only when there are no training epochs. Without a validation split
+    nothing is selected: the last epoch of the one grid point (the trainer refuses grids)."""
     plan = history.plan
+    s_count = len(plan.seeds)
+    if "val" not in history.scalars:
+        return [{"head": s, "grid": 0, "epoch": plan.epochs, "last_head": s, "last_grid": 0}
+                for s in range(s_count)]
     vb = history.scalars["val"]["bacc"]  # [H, E+1]
     first = 1 if plan.epochs > 0 else 0
-    s_count = len(plan.seeds)
     out = []
     for s in range(s_count):
         heads = [g * s_count + s for g in range(len(plan.grid))]
@@ -42,7 +46,7 @@ def summarize(history: History) -> tuple[dict[str, float], dict[str, Any]]:
     per-class results and reliability bins at the selected heads."""
     plan = history.plan
     picks = select(history)
-    test, val = history.scalars["test"], history.scalars["val"]
+    test, val = history.scalars["test"], history.scalars.get("val", {})
     metrics: dict[str, float] = {}
 
     def add(name: str, values: list[float]) -> None:
@@ -52,13 +56,15 @@ def summarize(history: History) -> tuple[dict[str, float], dict[str, Any]]:
         if m in test:
             add(f"test_{m}", [float(test[m][p["head"], p["epoch"]]) for p in picks])
     for m in ("acc", "bacc", "loma_mean", "ece"):
-        add(f"val_{m}", [float(val[m][p["head"], p["epoch"]]) for p in picks])
+        if m in val:
+            add(f"val_{m}", [float(val[m][p["head"], p["epoch"]]) for p in picks])
     for m in LAST_REPORTED:
         if m in test:
             add(f"last_test_{m}", [float(test[m][p["last_head"], -1]) for p in picks])
     add("selected_epoch", [p["epoch"] for p in picks])
     for k in plan.grid_keys:
         add(f"selected_{k}", [plan.grid[p["grid"]][k] for p in picks])
+    metrics["selected_on_validation"] = int(bool(val))  # 0: no validation split, last epoch
     metrics["num_seeds"] = len(plan.seeds)
     metrics["num_heads"] = plan.num_heads
     metrics["epochs"] = plan.epochs
@@ -70,7 +76,8 @@ def summarize(history: History) -> tuple[dict[str, float], dict[str, Any]]:
         row: dict[str, float] = {"epoch": e}
         for split, sc in (("val", val), ("test", test)):
             for m in ("bacc", "loma_mean", "loma_std", "ece"):
-                row[f"{split}_{m}"] = float(sc[m][heads, e].mean())
+                if m in sc:
+                    row[f"{split}_{m}"] = float(sc[m][heads, e].mean())
         curves.append(row)
     pc = history.per_class["test"]
     sel_acc = torch.stack([pc["acc"][p["head"], p["epoch"]] for p in picks]).mean(0)

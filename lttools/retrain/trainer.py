@@ -21,7 +21,8 @@ from lttools.metrics import (accuracy_summary, diagnostics, logits_magnitude,
                              per_class_accuracy, reliability)
 from lttools.retrain import pieces as P
 from lttools.retrain.heads import HEADS
-from lttools.retrain.plan import Plan
+from lttools.retrain.plan import Plan, resolve_auto
+from lttools.retrain.sampling import EpochSampler
 
 
 @dataclass
@@ -29,9 +30,9 @@ class FeatureData:
     """Everything stage 2 reads, as tensors on the training device."""
     train: torch.Tensor  # [V, N, D] view 0 clean, 1.. augmented
     train_labels: torch.Tensor
-    val: torch.Tensor  # [N, D]
+    val: torch.Tensor  # [T, N, D] T = 1, or 2 with the flipped view; N = 0: no validation
     val_labels: torch.Tensor
-    test: torch.Tensor  # [T, N, D] T = 1, or 2 with the flipped view
+    test: torch.Tensor  # [T, N, D] as val
     test_labels: torch.Tensor
     class_counts: np.ndarray
     head_weight: torch.Tensor
@@ -42,7 +43,8 @@ class FeatureData:
 class History:
     """Per head and epoch (epoch 0 = the starting head): scalar metrics and per-class arrays."""
     plan: Plan
-    scalars: dict[str, dict[str, torch.Tensor]]  # split -> metric -> [H, E+1]
+    scalars: dict[str, dict[str, torch.Tensor]]  # split -> metric -> [H, E+1]; no "val" when
+    # the store has no validation split
     per_class: dict[str, dict[str, torch.Tensor]]  # split -> {acc, loma: [H, E+1, K], rel_*: bins}
     final_params: dict[str, torch.Tensor]
     class_counts: np.ndarray  # training counts, for reporting per-class results by frequency
@@ -56,20 +58,6 @@ def hyper_tensors(plan: Plan, device: torch.device) -> dict[str, torch.Tensor]:
     """Per-head hyper-parameters, [H] each."""
     return {k: torch.tensor([g[k] for g in plan.grid for _ in plan.seeds], dtype=torch.float32,
                             device=device) for k in plan.grid[0]}
-
-
-def sample_epoch(gens: list[torch.Generator], labels: torch.Tensor,
-                 class_probs: torch.Tensor | None) -> torch.Tensor:
-    """Indices [H, N] for one epoch: a shuffle per head, or N draws with replacement from the
-    head's class distribution (class first, then uniformly within the class)."""
-    n = len(labels)
-    if class_probs is None:
-        return torch.stack([torch.randperm(n, generator=g) for g in gens])
-    lab = labels.cpu()
-    counts = torch.bincount(lab, minlength=class_probs.shape[-1]).float()
-    per_sample = (class_probs.cpu() / counts.clamp_min(1))[:, lab]  # [H, N]
-    return torch.stack([torch.multinomial(per_sample[h], n, replacement=True, generator=g)
-                        for h, g in enumerate(gens)])
 
 
 def cosine_lr(base: torch.Tensor, epoch: int, epochs: int) -> torch.Tensor:
@@ -92,14 +80,15 @@ class BatchedSGD:
         return v.view(-1, *([1] * (like.dim() - 1)))
 
     @torch.no_grad()
-    def step(self, grads: dict[str, torch.Tensor], lr: torch.Tensor) -> None:
+    def step(self, grads: dict[str, torch.Tensor], lr: dict[str, torch.Tensor]) -> None:
+        """lr: per parameter name, one learning rate per head [H]."""
         for name, p in self.params.items():
             g = grads[name] + self._per_head(self.weight_decay, p) * p
             if name in self.bufs:
                 self.bufs[name].mul_(self._per_head(self.momentum, p)).add_(g)
             else:
                 self.bufs[name] = g.clone()
-            p.sub_(self._per_head(lr, p) * self.bufs[name])
+            p.sub_(self._per_head(lr[name], p) * self.bufs[name])
 
 
 def method_loss(plan: Plan, params, frozen, x: torch.Tensor, y: torch.Tensor, hp,
@@ -136,7 +125,7 @@ def _predicting_head(plan: Plan, params, frozen, hp, counts):
     linear = HEADS[plan.method.head].linear(params, frozen)
     if linear is None or plan.method.posthoc is None:
         return linear
-    return plan.method.posthoc(*linear, hp, counts)
+    return plan.method.posthoc(*linear, hp, counts, plan.options)
 
 
 def _weight_norm_ratio(w: torch.Tensor) -> torch.Tensor:
@@ -161,8 +150,8 @@ def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_counts):
     out_scalars, out_pc = {}, {}
     with torch.no_grad():
         linear = _predicting_head(plan, params, frozen, hp, counts)
-    for split, views, labels in (("val", data.val[None], data.val_labels),
-                                 ("test", data.test, data.test_labels)):
+    splits = [("val", data.val, data.val_labels)] if len(data.val_labels) else []
+    for split, views, labels in splits + [("test", data.test, data.test_labels)]:
         with torch.no_grad():
             z = _split_logits(plan, params, frozen, views, hp, linear).cpu()
         lab = labels.cpu()
@@ -177,21 +166,43 @@ def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_counts):
     return out_scalars, out_pc
 
 
+def _learning_rates(plan: Plan, params, hp, epoch: int) -> dict[str, torch.Tensor]:
+    """This epoch's cosine learning rate of every parameter, per head; a method's `lr_scale`
+    multiplies some parameters' rate by one of its hyper-parameters."""
+    lr = cosine_lr(hp["lr"], epoch, plan.epochs)
+    return {name: lr * hp[plan.method.lr_scale[name]] if name in plan.method.lr_scale else lr
+            for name in params}
+
+
+def check_selection_possible(plan: Plan, data: FeatureData) -> None:
+    """Without a validation split nothing can be selected: a grid would silently report its
+    first point. Refused, with the reason."""
+    if len(data.val_labels) == 0 and len(plan.grid) > 1:
+        axes = ", ".join(f"methods.{plan.key}.{k} = {sorted({g[k] for g in plan.grid})}"
+                         for k in plan.grid_keys)
+        raise LTError(f"{axes} is a grid, but the feature store has no validation split "
+                      "(data.val_per_class = 0), and choosing a grid point needs validation data "
+                      "(never the test set). Give one value, or set data.val_per_class > 0.")
+
+
 def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | torch.device = "cpu",
                 quiet: bool = False, every_epoch: bool = True) -> History:
     """Train every head of `plan`; `views` > 0 cycles epochs through augmented views 1..views.
     Heads are evaluated after every epoch (`every_epoch`, needed for epoch selection) or,
     for benchmarks, only at the start and the end."""
     dev = torch.device(device)
-    method = plan.method
     if views > data.train.shape[0] - 1:
         raise LTError(f"retrain.views = {views} but the feature store holds "
                       f"{data.train.shape[0] - 1} augmented view(s); lower retrain.views or raise "
                       "features.views and re-extract")
     counts = _prior(plan, data, dev)
+    plan = resolve_auto(plan, data.class_counts)
+    check_selection_possible(plan, data)
+    method = plan.method
     hp = hyper_tensors(plan, dev)
     seeds = head_seeds(plan)
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    sampler = EpochSampler(method, data.train_labels, [torch.Generator().manual_seed(s)
+                                                       for s in seeds])
     head = HEADS[method.head]
     frozen = {"w": data.head_weight.to(dev), "b": data.head_bias.to(dev)}
     init_gens = [torch.Generator().manual_seed(10_007 + s) for s in seeds]
@@ -204,31 +215,29 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
         caps = P.maxnorm_caps(params["w"].detach(), hp["thresh"])
     y_all = data.train_labels.to(dev)
     eval_counts = data.class_counts
-    history_sc: dict[str, dict[str, list]] = {"val": {}, "test": {}}
-    history_pc: dict[str, dict[str, list]] = {"val": {}, "test": {}}
+    history_sc: dict[str, dict[str, list]] = {}
+    history_pc: dict[str, dict[str, list]] = {}
 
     def record():
         sc, pc = _evaluate(plan, params, frozen, data, hp, counts, eval_counts)
         for split in sc:
             for k, v in sc[split].items():
-                history_sc[split].setdefault(k, []).append(v)
+                history_sc.setdefault(split, {}).setdefault(k, []).append(v)
             for k, v in pc[split].items():
-                history_pc[split].setdefault(k, []).append(v)
+                history_pc.setdefault(split, {}).setdefault(k, []).append(v)
 
     record()
     bar = tqdm(range(plan.epochs), desc=f"retrain {plan.key}", unit="epoch", disable=quiet)
     for epoch in bar:
         x_epoch = data.train[1 + epoch % views if views else 0].to(dev)
-        lr = cosine_lr(hp["lr"], epoch, plan.epochs)
-        probs = (method.sampling(counts, hp, epoch, plan.epochs, len(seeds)).to(dev)
-                 if method.sampling else None)
-        idx = sample_epoch(gens, data.train_labels, probs).to(dev)
+        lrs = _learning_rates(plan, params, hp, epoch)
+        idx = sampler.epoch(counts, hp, epoch, plan.epochs).to(dev)
         cw = method.class_weights(counts, hp, epoch, plan.epochs) if method.class_weights else None
         for s in range(0, idx.shape[1], plan.batch_size):
             ib = idx[:, s:s + plan.batch_size]
             loss = method_loss(plan, params, frozen, x_epoch[ib], y_all[ib], hp, counts, cw)
             grads = torch.autograd.grad(loss.sum(), list(params.values()))
-            opt.step(dict(zip(params, grads)), lr)
+            opt.step(dict(zip(params, grads)), lrs)
             if caps is not None and plan.options.get("maxnorm_every") == "step":
                 P.apply_maxnorm(params["w"], caps)
         if caps is not None and plan.options.get("maxnorm_every") == "epoch":
