@@ -79,7 +79,7 @@ def big_store_child(path: str, rows: int, dim: int, batch: int) -> None:
                          views={"train": 1, "val": 1, "test": 1},
                          head_weight=np.zeros((k, dim), np.float32),
                          head_bias=np.zeros(k, np.float32),
-                         class_counts=np.bincount(labels, minlength=k))
+                         class_counts=np.bincount(labels, minlength=k), feature_dim=dim)
     rng = np.random.default_rng(0)
 
     def batches():

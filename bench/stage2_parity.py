@@ -59,7 +59,7 @@ def paper_way(plan, splits, backbone_path, seed: int, pad: int) -> dict[str, flo
                          "head with instance-balanced sampling (e.g. ce, los, label_smoothing, "
                          "focal, la_loss, cb_reweight)")
     torch.manual_seed(seed)
-    model = load_backbone(backbone_path, "cpu")
+    model = load_backbone(backbone_path, "cpu").model
     w = model.fc.weight.detach().clone().requires_grad_(True)
     b = model.fc.bias.detach().clone().requires_grad_(True)
     hp = hyper_tensors(plan, torch.device("cpu"))

@@ -1,11 +1,12 @@
-"""The `lttools` command: `lttools methods` lists the registry; `lttools report` says where
-the report is."""
+"""The `lttools` command: `methods` lists the registry; `report` says where the report is;
+`import-features` builds a feature store from arrays; `export-features` writes one back out."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
+from lttools.errors import LTError
 from lttools.retrain.registry import SCHEDULE_PARAMS, TRAIN_PARAMS, all_methods
 
 
@@ -38,9 +39,37 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("methods", help="list every re-training method with its parameters")
     rp = sub.add_parser("report", help="print where the HTML report is")
     rp.add_argument("--path", default="reports/report.html")
+    ip = sub.add_parser("import-features", help="a feature store from .npz / .pt / .npy arrays")
+    ip.add_argument("source", help="an .npz, a .pt, or a folder of <key>.npy files")
+    ip.add_argument("--out", required=True, help="the feature store to write (.h5)")
+    ip.add_argument("--dataset", default="imported", help="a name for the data")
+    ip.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+    ep = sub.add_parser("export-features", help="a feature store's arrays as an .npz")
+    ep.add_argument("store")
+    ep.add_argument("out")
     args = p.parse_args(argv)
+    try:
+        return _run(args)
+    except LTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.cmd == "methods":
         print(methods_text())
+        return 0
+    if args.cmd == "import-features":
+        from lttools.feature_io import ImportConfig, import_arrays
+
+        attrs = import_arrays(ImportConfig(args.source, args.dataset, args.dtype), args.out)
+        print(f"{args.out}: {attrs['views']} augmented view(s), head {attrs['head_source']}")
+        return 0
+    if args.cmd == "export-features":
+        from lttools.feature_io import export_store
+
+        export_store(args.store, args.out)
+        print(args.out)
         return 0
     page = Path(args.path)
     if not page.exists():

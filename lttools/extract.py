@@ -2,6 +2,7 @@
 stream the penultimate features into the feature store."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -9,12 +10,15 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from lttools.backbone.saved import SavedBackbone
 from lttools.data.augment import random_crop_flip
 from lttools.data.prepared import Splits
 from lttools.errors import LTError, check_range
 from lttools.features import DTYPES, FeatureBatch, StoreLayout, write_store
+from lttools.head_fit import HeadFit
+from lttools.head_fit import fit_head as fit_head_on
 from lttools.provenance import sha256_file
-from lttools.models import CifarResNet
+from lttools.models import NormalizedBackbone
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,15 @@ class ExtractConfig:
     dtype: str = "float32"
     seed: int = 0
     device: str = "auto"
+    # a head fitted on the clean training features, for a backbone that has none (see head_fit)
+    head_epochs: int = 30
+    head_lr: float = 0.1
+    head_weight_decay: float = 5e-4
+    head_batch_size: int = 256
 
     def validate(self) -> None:
+        HeadFit(self.head_epochs, self.head_lr, self.head_weight_decay,
+                self.head_batch_size).validate("features")
         if self.dtype not in DTYPES:
             raise LTError(f"features.dtype = {self.dtype!r} is not valid; choose one of "
                           f"{', '.join(DTYPES)}")
@@ -36,7 +47,7 @@ class ExtractConfig:
         check_range("features.crop_pad", self.crop_pad, low=0)
 
 
-def _feature_batches(model: CifarResNet, splits: Splits, cfg: ExtractConfig,
+def _feature_batches(model: NormalizedBackbone, splits: Splits, cfg: ExtractConfig,
                      quiet: bool) -> Iterator[FeatureBatch]:
     dev = next(model.parameters()).device
     plan = [("train", 0, "clean")] + [("train", v, "augmented") for v in range(1, cfg.views + 1)]
@@ -61,18 +72,35 @@ def _feature_batches(model: CifarResNet, splits: Splits, cfg: ExtractConfig,
     bar.close()
 
 
-def extract_to_store(model: CifarResNet, splits: Splits, checkpoint: str | Path, out: str | Path,
-                     cfg: ExtractConfig, quiet: bool = False) -> None:
+def extract_to_store(saved: SavedBackbone, splits: Splits, checkpoint: str | Path,
+                     out: str | Path, cfg: ExtractConfig, quiet: bool = False) -> None:
+    """Every split through the frozen backbone into the store at `out`. A backbone without a
+    head for these classes gets one fitted on the clean training features (cfg.head_*)."""
     cfg.validate()
+    model = saved.model
+    fitted = saved.head == "missing"
     layout = StoreLayout(
         labels=splits.labels,
         views={"train": 1 + cfg.views, "val": 2 if cfg.flip_test else 1,
                "test": 2 if cfg.flip_test else 1},
-        head_weight=model.fc.weight.detach().cpu().numpy(),
-        head_bias=model.fc.bias.detach().cpu().numpy(),
-        class_counts=splits.class_counts)
+        head_weight=None if fitted else model.fc.weight.detach().cpu().numpy(),
+        head_bias=None if fitted else model.fc.bias.detach().cpu().numpy(),
+        class_counts=splits.class_counts, feature_dim=model.feature_dim)
     meta = {k: v for k, v in splits.meta.items() if k != "seed"}
     attrs = {**meta, "data_seed": splits.meta.get("seed", 0), "arch": model.arch_name,
              "checkpoint_sha256": sha256_file(checkpoint), "views": cfg.views,
-             "torch_version": torch.__version__.split("+")[0]}
-    write_store(out, layout, attrs, _feature_batches(model, splits, cfg, quiet), cfg.dtype)
+             "torch_version": torch.__version__.split("+")[0],
+             "head_source": {"trained": "stage 1", "checkpoint": "the imported checkpoint"}.get(
+                 saved.head, "fitted"),
+             "normalization": json.dumps({"mean": model.mean.flatten().tolist(),
+                                          "std": model.std.flatten().tolist(),
+                                          **saved.notes}, sort_keys=True)}
+    fit = HeadFit(cfg.head_epochs, cfg.head_lr, cfg.head_weight_decay, cfg.head_batch_size,
+                  cfg.seed)
+
+    def fit_head(features, labels):
+        return fit_head_on(torch.from_numpy(features), torch.from_numpy(labels),
+                           splits.num_classes, fit, next(model.parameters()).device)
+
+    write_store(out, layout, attrs, _feature_batches(model, splits, cfg, quiet), cfg.dtype,
+                fit_head=fit_head if fitted else None)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import h5py
 import numpy as np
@@ -40,24 +40,30 @@ REQUIRED_ATTRS = ("schema_version", "dataset", "arch", "feature_dim", "num_class
 
 @dataclass
 class StoreLayout:
-    """What a store will hold: labels and number of views per split, the head, the prior."""
+    """What a store will hold: labels and number of views per split, the head (None: fitted
+    on the clean training features once they are written), the prior."""
     labels: dict[str, np.ndarray]
     views: dict[str, int]  # split -> number of stored views (>= 1)
-    head_weight: np.ndarray
-    head_bias: np.ndarray
+    head_weight: np.ndarray | None
+    head_bias: np.ndarray | None
     class_counts: np.ndarray
+    feature_dim: int
 
 
 # A batch of features: (split, view, first row, array [rows, D]).
 FeatureBatch = tuple[str, int, int, np.ndarray]
+# Fits a head on the clean training features and labels: (W [K, D], b [K], how it was fitted).
+HeadFitter = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, str]]
 
 
 def write_store(path: str | Path, layout: StoreLayout, attrs: dict[str, Any],
-                batches: Iterable[FeatureBatch], dtype: str = "float32") -> None:
-    """Write a store atomically; `batches` must cover every row of every view exactly once."""
+                batches: Iterable[FeatureBatch], dtype: str = "float32",
+                fit_head: HeadFitter | None = None) -> None:
+    """Write a store atomically; `batches` must cover every row of every view exactly once.
+    Without a head in `layout`, `fit_head` makes one from the written clean training view."""
     if dtype not in DTYPES:
         raise LTError(f"unknown features.dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-    k, d = layout.head_weight.shape
+    k, d = len(layout.class_counts), layout.feature_dim
     written = {s: np.zeros((layout.views[s], len(layout.labels[s])), dtype=bool) for s in SPLITS}
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -71,14 +77,24 @@ def write_store(path: str | Path, layout: StoreLayout, attrs: dict[str, Any],
                                  chunks=chunks)
                 f.create_dataset(f"{s}/labels", data=np.asarray(layout.labels[s], np.int64))
             f.create_dataset("train/class_counts", data=np.asarray(layout.class_counts, np.int64))
-            f.create_dataset("head/weight", data=np.asarray(layout.head_weight, np.float32))
-            f.create_dataset("head/bias", data=np.asarray(layout.head_bias, np.float32))
+            if layout.head_weight is not None:
+                _write_head(f, layout.head_weight, layout.head_bias)
             for split, view, start, arr in batches:
                 f[f"{split}/features"][view, start:start + len(arr)] = arr.astype(dtype)
                 written[split][view, start:start + len(arr)] = True
-        missing = [s for s in SPLITS if not written[s].all()]
-        if missing:
-            raise LTError(f"internal error: feature rows of {missing} were never written")
+            missing = [s for s in SPLITS if not written[s].all()]
+            if missing:
+                raise LTError(f"internal error: feature rows of {missing} were never written")
+            if layout.head_weight is None:
+                w, b, note = fit_head(f["train/features"][0].astype(np.float32),
+                                      np.asarray(layout.labels["train"], np.int64))
+                _write_head(f, w, b)
+                f.attrs["head_source"] = note
+
+
+def _write_head(f: h5py.File, weight: np.ndarray, bias: np.ndarray) -> None:
+    f.create_dataset("head/weight", data=np.asarray(weight, np.float32))
+    f.create_dataset("head/bias", data=np.asarray(bias, np.float32))
 
 
 @dataclass

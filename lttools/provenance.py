@@ -31,6 +31,16 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+def expected_from_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The store attributes the params decide: from `data:` (features extracted by this
+    pipeline) or from `import:` (features imported from elsewhere: their name)."""
+    if isinstance(params.get("data"), dict):
+        return expected_from_data_params(params["data"])
+    if isinstance(params.get("import"), dict) and "dataset" in params["import"]:
+        return {"dataset": params["import"]["dataset"]}
+    return {}
+
+
 def expected_from_data_params(data: dict[str, Any]) -> dict[str, Any]:
     """The store attributes that the `data:` params decide (names as the store records them)."""
     want = {"dataset": data.get("dataset"), "imb_ratio": data.get("imb_ratio"),

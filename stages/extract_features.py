@@ -15,8 +15,8 @@ def main() -> None:
     params = section(load_params(args.params), "features")
     cfg = from_section(ExtractConfig, params, "features")
     splits = read_splits(args.data)
-    model = load_backbone(args.backbone, cfg.device)
-    extract_to_store(model, splits, args.backbone, args.out, cfg, args.quiet)
+    saved = load_backbone(args.backbone, cfg.device)
+    extract_to_store(saved, splits, args.backbone, args.out, cfg, args.quiet)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from lttools.errors import LTError
-from lttools.provenance import expected_from_data_params
+from lttools.provenance import expected_from_params
 from lttools.results import ResultPaths, write_results
 from lttools.retrain.run import run_method
 from lttools.stage_cli import load_params, parser, run, section
@@ -22,7 +22,7 @@ def main() -> None:
     if args.key not in methods:
         raise LTError(f"no entry {args.key!r} under `methods:` in params.yaml; entries: "
                       f"{', '.join(methods)}")
-    expect = expected_from_data_params(section(params, "data"))
+    expect = expected_from_params(params)
     backbone = None if args.backbone == "none" else args.backbone
     metrics, details = run_method(args.key, methods[args.key], section(params, "retrain"),
                                   args.features, expect, backbone, args.quiet)

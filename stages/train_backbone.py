@@ -10,6 +10,7 @@ from lttools.backbone.saved import backbone_payload
 from lttools.backbone.train import train_backbone
 from lttools.backbone.training_log import training_log
 from lttools.data.prepared import read_splits
+from lttools.provenance import sha256_file
 from lttools.stage_cli import load_params, parser, run, section
 
 
@@ -32,14 +33,23 @@ def main() -> None:
                                 on_epoch=log.epoch if log else None)
         if not log:
             return
+        notes = {"normalization": cfg.normalization}
+        if cfg.init:
+            notes.update(init=cfg.init, init_sha256=sha256_file(cfg.init), init_note=result.init_note)
         save_torch(args.out, backbone_payload(result.model, cfg.arch, splits.num_classes,
                                               int(splits.images["train"].shape[1]),
-                                              splits.dataset))
-        test = evaluate_images(result.model, splits, "test")
-        log.summary({**{f"test_{k}": v for k, v in test.items()}, "epochs": cfg.epochs})
+                                              splits.dataset, result.head, notes))
+        summary = {"epochs": cfg.epochs}
+        if result.head != "missing":  # a head to be fitted later has no test accuracy yet
+            test = evaluate_images(result.model, splits, "test")
+            summary.update({f"test_{k}": v for k, v in test.items()})
+        log.summary(summary)
     # The run is finished and saved: its checkpoint is only for resuming an interrupted run.
     Path(args.checkpoint).unlink(missing_ok=True)
-    print(f"stage 1: test acc {test['acc']:.2f}%  balanced {test['bacc']:.2f}%")
+    if result.init_note:
+        print(f"stage 1 from {cfg.init}: {result.init_note}")
+    if "test_acc" in summary:
+        print(f"stage 1: test acc {summary['test_acc']:.2f}%  balanced {summary['test_bacc']:.2f}%")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def write_gaussian_store(path: Path, views: int = 2, attrs: dict | None = None,
     layout = StoreLayout(labels={s: g[s][1] for s in ("train", "val", "test")},
                          views={s: g[s][0].shape[0] for s in ("train", "val", "test")},
                          head_weight=g["w"], head_bias=g["b"],
-                         class_counts=np.bincount(g["train"][1], minlength=g["k"]))
+                         class_counts=np.bincount(g["train"][1], minlength=g["k"]),
+                         feature_dim=g["d"])
     batches = [(s, v, 0, g[s][0][v]) for s in ("train", "val", "test")
                for v in range(g[s][0].shape[0])]
     write_store(path, layout, {"dataset": "toy", "arch": "none", "views": views,

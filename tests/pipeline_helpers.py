@@ -14,7 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", "lttools",
-                  ".dvc/config")
+                  ".dvc/config", "models/pretrained/.gitkeep", "pipelines/imported/dvc.yaml",
+                  "pipelines/imported/params.yaml", "pipelines/imported/.gitignore")
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
 FAST = {"backbone": {"epochs": 2, "batch_size": 32, "device": "cpu"},

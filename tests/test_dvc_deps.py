@@ -57,27 +57,37 @@ def closure(script: Path) -> set[str]:
     return files
 
 
-def stages() -> dict[str, dict]:
-    """Every stage of dvc.yaml (foreach stages once, with the first item substituted)."""
-    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+PIPELINES = [ROOT / "dvc.yaml", *sorted(ROOT.glob("pipelines/*/dvc.yaml"))]
+
+
+def stages() -> dict[str, tuple[Path, dict]]:
+    """Every stage of every dvc.yaml (foreach stages once, with the first item substituted),
+    with the folder its paths are relative to."""
     out = {}
-    for name, st in doc["stages"].items():
-        if "foreach" in st:
-            st = json.loads(json.dumps(st["do"]).replace("${key}", "KEY"))
-        out[name] = st
+    for pipeline in PIPELINES:
+        doc = yaml.safe_load(pipeline.read_text())
+        prefix = "" if pipeline.parent == ROOT else pipeline.parent.relative_to(ROOT).as_posix() + ":"
+        for name, st in doc["stages"].items():
+            if "foreach" in st:
+                st = json.loads(json.dumps(st["do"]).replace("${key}", "KEY"))
+            out[prefix + name] = (pipeline.parent, st)
     return out
 
 
-def stage_script(cmd: str) -> Path:
-    script = next(tok for tok in cmd.split() if tok.startswith("stages/") and tok.endswith(".py"))
-    return ROOT / script
+def repo_path(folder: Path, path: str) -> str:
+    return os.path.relpath(os.path.normpath(folder / path), ROOT).replace(os.sep, "/")
+
+
+def stage_script(folder: Path, cmd: str) -> Path:
+    script = next(tok for tok in cmd.split() if "stages/" in tok and tok.endswith(".py"))
+    return ROOT / repo_path(folder, script)
 
 
 @pytest.mark.parametrize("name", sorted(stages()))
 def test_every_imported_module_is_a_dependency(name):
-    st = stages()[name]
-    deps = [d for d in st.get("deps", []) if isinstance(d, str)]
-    script = stage_script(st["cmd"])
+    folder, st = stages()[name]
+    deps = [repo_path(folder, d) for d in st.get("deps", []) if isinstance(d, str)]
+    script = stage_script(folder, st["cmd"])
     assert script.relative_to(ROOT).as_posix() in deps, f"{name}: its script is not a dep"
 
     def covered(rel: str) -> bool:
@@ -98,28 +108,28 @@ def test_the_closure_sees_lazy_and_package_imports(tmp_path):
     assert "lttools/retrain/methods.py" in found  # registry imports it lazily
 
 
-def _output_paths() -> set[str]:
-    paths = set()
-    for st in stages().values():
-        for kind in ("outs", "metrics", "plots"):
-            for item in st.get(kind, []):
-                paths.add(next(iter(item)) if isinstance(item, dict) else item)
-    return paths
+def git_tracked() -> set[str]:
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.splitlines())
 
 
-def test_dvc_lock_matches_the_committed_code_and_params():
-    """`dvc status` of this checkout: a stage whose recorded code deps or params differ from
-    the files means the metrics in Git came from other code. Outputs that are not there (a
-    fresh clone without a DVC remote) are not a difference in code."""
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_dvc_lock_matches_the_committed_code_and_params(pipeline):
+    """`dvc status` of this checkout: a stage whose recorded code deps (files Git tracks) or
+    params differ from the committed files means the metrics in Git came from other code.
+    Deps that are data or outputs (not in Git: a fresh clone without a DVC remote lacks them)
+    are not a difference in code."""
     env = dict(os.environ, DVC_NO_ANALYTICS="1")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
-    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=ROOT, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "dvc.yaml"],
+                         cwd=pipeline.parent, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    produced = _output_paths()
+    tracked = git_tracked()
 
-    def is_output(path: str) -> bool:
-        return any(path == o or path.startswith(o.rstrip("/") + "/") for o in produced)
+    def is_code(path: str) -> bool:
+        rel = repo_path(pipeline.parent, path)
+        return rel in tracked or any(t.startswith(rel.rstrip("/") + "/") for t in tracked)
 
     stale = {}
     for stage, items in json.loads(out.stdout or "{}").items():
@@ -131,7 +141,7 @@ def test_dvc_lock_matches_the_committed_code_and_params():
                 if kind == "changed outs":
                     continue
                 if kind == "changed deps":
-                    changes = {p: s for p, s in changes.items() if not is_output(p)}
+                    changes = {p: st for p, st in changes.items() if is_code(p)}
                 if changes:
                     stale.setdefault(stage, []).append({kind: changes})
     assert not stale, ("dvc.lock is stale: run `dvc repro` and commit dvc.lock and metrics/ "

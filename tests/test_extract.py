@@ -4,6 +4,7 @@ import hashlib
 import numpy as np
 import torch
 
+from lttools.backbone.saved import SavedBackbone
 from lttools.extract import ExtractConfig, extract_to_store
 from lttools.features import open_store
 from lttools.atomic import save_torch
@@ -23,8 +24,9 @@ def test_extraction_is_byte_identical_and_views_are_augmented(tmp_path):
     model, ckpt = _model_and_ckpt(tmp_path)
     splits = tiny_splits()
     cfg = ExtractConfig(views=2, batch_size=16, flip_test=True)
-    extract_to_store(model, splits, ckpt, tmp_path / "a.h5", cfg, quiet=True)
-    extract_to_store(model, splits, ckpt, tmp_path / "b.h5", cfg, quiet=True)
+    saved = SavedBackbone(model, "trained", {})
+    extract_to_store(saved, splits, ckpt, tmp_path / "a.h5", cfg, quiet=True)
+    extract_to_store(saved, splits, ckpt, tmp_path / "b.h5", cfg, quiet=True)
     digest = [hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in ("a.h5", "b.h5")]
     assert digest[0] == digest[1]
 
@@ -52,6 +54,7 @@ def test_an_empty_validation_split_is_stored(tmp_path):
     model, ckpt = _model_and_ckpt(tmp_path)
     splits = tiny_splits()
     splits.images["val"], splits.labels["val"] = splits.images["val"][:0], splits.labels["val"][:0]
-    extract_to_store(model, splits, ckpt, tmp_path / "a.h5", ExtractConfig(views=1), quiet=True)
+    extract_to_store(SavedBackbone(model, "trained", {}), splits, ckpt, tmp_path / "a.h5",
+                     ExtractConfig(views=1), quiet=True)
     store = open_store(tmp_path / "a.h5")
     assert store.read("val", 0).shape == (0, model.feature_dim) and len(store.labels["val"]) == 0

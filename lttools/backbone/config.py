@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lttools.config import from_section
 from lttools.errors import LTError, check_range
 
 AMP_CHOICES = ("auto", "bf16", "off")
+NORMALIZATIONS = ("dataset", "imagenet", "explicit")
+INIT_DIR = "models/pretrained"  # checkpoints to start from; a DVC dependency of stage 1
 # Settings that change where and how fast training runs but not what it computes; a
 # checkpoint may be resumed under different values of these.
 RUNTIME_ONLY = ("compile", "cuda_graphs", "cudnn_benchmark", "device", "checkpoint_every")
@@ -35,9 +38,24 @@ class BackboneConfig:
     sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch
     device: str = "auto"  # auto: CUDA when present, else CPU
     checkpoint_every: int = 5  # epochs between resumable checkpoints
+    init: str = ""  # a checkpoint under models/pretrained/ to start from; "": from scratch
+    normalization: str = "dataset"  # dataset statistics | imagenet | explicit (mean, std)
+    mean: list[float] | None = None  # explicit normalisation, per channel, on the 0..1 scale
+    std: list[float] | None = None
 
     def validate(self) -> None:
-        check_range("backbone.epochs", self.epochs, low=1)
+        # epochs 0: the imported checkpoint as it is
+        check_range("backbone.epochs", self.epochs, low=0 if self.init else 1)
+        if self.normalization not in NORMALIZATIONS:
+            raise LTError(f"backbone.normalization = {self.normalization!r} is not valid; choose "
+                          f"one of {', '.join(NORMALIZATIONS)}")
+        if (self.normalization == "explicit") != (self.mean is not None and self.std is not None):
+            raise LTError("backbone.mean and backbone.std (per channel, 0..1 scale) go with "
+                          "backbone.normalization: explicit, and only with it")
+        if self.init and not Path(self.init).as_posix().startswith(INIT_DIR + "/"):
+            raise LTError(f"backbone.init = {self.init!r} lies outside {INIT_DIR}/, the folder DVC "
+                          f"tracks as stage 1's dependency: copy the checkpoint there (for a large "
+                          f"file, `dvc add {INIT_DIR}/<file>`) and point backbone.init at it")
         check_range("backbone.batch_size", self.batch_size, low=2)
         check_range("backbone.base_batch_size", self.base_batch_size, low=1)
         check_range("backbone.lr", self.lr, low=0, low_inclusive=False)

@@ -24,12 +24,14 @@ from lttools.backbone.checkpoint import fingerprint, resumable_state, save_check
 from lttools.backbone.config import BackboneConfig
 from lttools.backbone.distributed import (DistContext, close_distributed, convert_batchnorm,
                                           init_distributed)
-from lttools.backbone.evaluate import channel_stats, evaluate_images
+from lttools.backbone.evaluate import evaluate_images
+from lttools.backbone.start import prepare_model
 from lttools.data.augment import CropFlip, apply_crop_flip, draw_crop_flip
 from lttools.data.prepared import Splits
 from lttools.device import resolve_device
 from lttools.errors import LTError
 from lttools.models import create_backbone
+from lttools.provenance import sha256_file
 
 EpochCallback = Callable[[dict[str, float]], None]
 
@@ -39,6 +41,8 @@ class TrainResult:
     model: torch.nn.Module
     history: list[dict[str, float]]
     is_main: bool = True  # False on the other ranks of a torchrun launch: write nothing
+    head: str = "trained"  # "checkpoint": imported as is; "missing": to be fitted on features
+    init_note: str = ""  # what was imported from backbone.init
 
 
 def epoch_batches(n: int, batch_size: int, world_size: int = 1) -> list[tuple[int, int]]:
@@ -116,7 +120,10 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
     x_train = torch.from_numpy(splits.images["train"]).to(dev)
     y_train = torch.from_numpy(splits.labels["train"]).to(dev)
     model = create_backbone(cfg.arch, splits.num_classes, x_train.shape[1])
-    model.set_normalization(*channel_stats(x_train.cpu()))
+    imported = prepare_model(model, cfg, x_train.cpu())
+    if cfg.epochs == 0:  # the imported checkpoint as it is
+        return TrainResult(model, [], ctx.is_main, "checkpoint" if imported.has_head else "missing",
+                           imported.note)
     if ctx.active and cfg.sync_bn:
         model = convert_batchnorm(model, dev)
     model.to(dev)
@@ -131,7 +138,8 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     start = 0
-    current = fingerprint(cfg.recipe(), splits.meta, splits.num_classes, n, ctx.world_size)
+    recipe = {**cfg.recipe(), "init_sha256": sha256_file(cfg.init) if cfg.init else ""}
+    current = fingerprint(recipe, splits.meta, splits.num_classes, n, ctx.world_size)
     ckpt_path = Path(checkpoint) if checkpoint else None
     state = resumable_state(ckpt_path, dev, current) if ckpt_path is not None else None
     if state is not None:
@@ -207,5 +215,5 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
                             generator=gen, history=history)
         ctx.barrier()
     model.to(memory_format=torch.contiguous_format)
-    return TrainResult(model, history, ctx.is_main)
+    return TrainResult(model, history, ctx.is_main, init_note=imported.note if imported else "")
 

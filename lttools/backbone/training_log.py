@@ -72,6 +72,11 @@ def training_log(directory: str | Path) -> Iterator[TrainingLog]:
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
+    for name in CURVES:  # a curve never logged (no epochs, no validation) is an empty file
+        path = Path(directory) / CURVES_DIR / f"{name}.tsv"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"step\t{name}\n")
 
 
 def read_curves(directory: str | Path) -> list[dict[str, float]]:

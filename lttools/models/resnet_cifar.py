@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lttools.models.normalized import NormalizedBackbone
+
 
 class PadShortcut(nn.Module):
     """Option-A shortcut: subsample by 2 and zero-pad the new channels."""
@@ -46,18 +48,13 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
-    """`features(x)` gives the penultimate (pooled) features; `fc` is the linear head.
-
-    Inputs are uint8 or float images in [0, 255]; normalisation by the training set's
-    per-channel mean and std is part of the model (buffers), so a checkpoint is self-contained.
-    """
+class CifarResNet(NormalizedBackbone):
+    """`features(x)` gives the penultimate (pooled) features; `fc` is the linear head."""
 
     def __init__(self, blocks: list[int], widths: list[int], num_classes: int, in_channels: int,
                  pad_shortcut: bool):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(1, in_channels, 1, 1))
-        self.register_buffer("std", torch.ones(1, in_channels, 1, 1))
+        super().__init__(in_channels)
+        self.blocks = list(blocks)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         layers, in_ch = [], widths[0]
@@ -69,22 +66,13 @@ class CifarResNet(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.feature_dim = in_ch
         self.fc = nn.Linear(in_ch, num_classes)
-        self.arch_name = type(self).__name__
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.mean.copy_(mean.view_as(self.mean))
-        self.std.copy_(std.view_as(self.std))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.to(self.mean.dtype) - self.mean) / self.std
+    def body(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
 
 
 def resnet32(num_classes: int, in_channels: int = 3) -> CifarResNet:
