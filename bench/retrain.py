@@ -4,6 +4,8 @@ registered method x 3 seeds through the real stage path (per-epoch evaluation in
 
     python bench/retrain.py                 # CIFAR-100-LT-sized 64-d features, CPU
     python bench/retrain.py --device cuda --dim 512
+    python bench/retrain.py --preset imagenet_lt [--device cuda]   # at scale (bench/scale.py)
+    python bench/retrain.py --preset inat2018 --device cuda --feature-dtype bfloat16
 """
 from __future__ import annotations
 
@@ -27,8 +29,20 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--skip-all-methods", action="store_true")
+    p.add_argument("--preset", choices=("imagenet_lt", "inat2018"),
+                   help="all methods at ImageNet-LT / iNaturalist 2018 size instead")
+    p.add_argument("--rows", type=int, default=None,
+                   help="--preset: training rows (default: all on CUDA, 20,000 on CPU)")
+    p.add_argument("--feature-dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--memory-gb", type=float, default=None)
     args = p.parse_args()
     print(machine())
+    if args.preset:
+        from scale import run
+        cuda = args.device.startswith("cuda")
+        run(args.preset, args.device, args.seeds, None if cuda else 1,
+            args.rows or (None if cuda else 20_000), args.feature_dtype, args.memory_gb)
+        return
     data = lt_features(d=args.dim, device=args.device)
     n, d = data.train.shape[1:]
     print(f"features: {n} x {d}, {data.head_weight.shape[0]} classes; "

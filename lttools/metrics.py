@@ -1,7 +1,8 @@
-"""Evaluation numbers for one head or many at once.
+"""Evaluation numbers for one head or many at once, from statistics accumulated over chunks of
+samples, so that memory does not grow with the number of samples.
 
-Logits are [..., N, K] (leading dims: heads, epochs, ...), labels [N]. Returns tensors with
-the leading dims kept. Accuracies are in percent.
+Logits are [..., n, K] (leading dims: heads, epochs, ...), labels [n]. Results keep the leading
+dims. Accuracies are in percent.
 
 - Top-1, balanced accuracy (mean of per-class accuracies), Many / Medium / Few (mean of the
   group's classes; groups by *training* count; an empty group is absent, never NaN).
@@ -16,87 +17,139 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lttools.data.longtail import GROUPS, class_groups
+from lttools.data.longtail import FEW_BELOW, GROUPS, MANY_ABOVE, class_groups
 
 ECE_BINS = 15
 
 
-def _by_class(values: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Sum of values [..., N] per label -> [..., K] (float64)."""
-    out = torch.zeros(values.shape[:-1] + (k,), dtype=torch.float64, device=values.device)
-    return out.index_add_(-1, labels, values.to(torch.float64))
+class LogitStats:
+    """Per class and per confidence bin sums over every sample seen by `update`: counts,
+    correct predictions, the true-class logit and its square, every class's logit summed over
+    all samples; and the calibration bins."""
+
+    def __init__(self, lead: tuple[int, ...], k: int, device: torch.device | str = "cpu",
+                 bins: int = ECE_BINS):
+        z = dict(dtype=torch.float64, device=device)
+        self.k, self.bins, self.n = k, bins, 0
+        self.n_in = torch.zeros(k, **z)
+        self.correct_in = torch.zeros(*lead, k, **z)
+        self.correct = torch.zeros(lead, **z)
+        self.sum_in = torch.zeros(*lead, k, **z)
+        self.sq_in = torch.zeros(*lead, k, **z)
+        self.sum_all = torch.zeros(*lead, k, **z)
+        self.bin_count = torch.zeros(*lead, bins, **z)
+        self.bin_correct = torch.zeros(*lead, bins, **z)
+        self.bin_conf = torch.zeros(*lead, bins, **z)
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, labels: torch.Tensor) -> "LogitStats":
+        stats = cls(tuple(logits.shape[:-2]), logits.shape[-1], logits.device)
+        stats.update(logits, labels)
+        return stats
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        labels = labels.to(logits.device)
+        k = self.k
+
+        def by_class(values: torch.Tensor) -> torch.Tensor:  # [..., n] -> [..., K]
+            out = torch.zeros(values.shape[:-1] + (k,), dtype=torch.float64, device=values.device)
+            return out.index_add_(-1, labels, values.to(torch.float64))
+
+        self.n += logits.shape[-2]
+        self.n_in += torch.bincount(labels, minlength=k).to(torch.float64)
+        probs = torch.softmax(logits.float(), -1)
+        conf, pred = probs.max(-1)
+        hit = (pred == labels).to(torch.float64)
+        self.correct += hit.sum(-1)
+        self.correct_in += by_class(hit)
+        z_true = logits.gather(-1, labels.expand(logits.shape[:-1])[..., None])[..., 0]
+        self.sum_in += by_class(z_true)
+        self.sq_in += by_class(z_true.to(torch.float64) ** 2)
+        self.sum_all += logits.sum(-2, dtype=torch.float64)
+        conf = conf.to(torch.float64)
+        idx = (conf * self.bins).ceil().long().clamp(1, self.bins) - 1
+        self.bin_count.scatter_add_(-1, idx, torch.ones_like(conf))
+        self.bin_correct.scatter_add_(-1, idx, hit)
+        self.bin_conf.scatter_add_(-1, idx, conf)
+
+    def per_class_accuracy(self) -> torch.Tensor:
+        """[..., K] in [0, 1]; NaN for a class absent from the labels."""
+        return self.correct_in / self.n_in
+
+    def summary(self, train_counts: np.ndarray, many_above: int = MANY_ABOVE,
+                few_below: int = FEW_BELOW) -> dict[str, torch.Tensor]:
+        pc = self.per_class_accuracy()
+        out = {"acc": 100 * self.correct / self.n, "bacc": 100 * pc.nanmean(-1)}
+        present = self.n_in > 0
+        for g, classes in class_groups(train_counts, many_above, few_below).items():
+            cls = [c for c in classes.tolist() if c < self.k and present[c]]
+            if cls:
+                out[g] = 100 * pc[..., cls].mean(-1)
+        return out
+
+    def loma(self) -> torch.Tensor:
+        """[..., K]; NaN where a class has no (or only) samples."""
+        return self.sum_in / self.n_in - (self.sum_all - self.sum_in) / (self.n - self.n_in)
+
+    def rsd(self) -> torch.Tensor:
+        mean_in = self.sum_in / self.n_in
+        std_in = (self.sq_in / self.n_in - mean_in ** 2).clamp_min(0).sqrt()
+        return std_in / self.loma()
+
+    def reliability(self) -> dict[str, torch.Tensor]:
+        """Per confidence bin ((b/bins, (b+1)/bins]): sample count, accuracy and mean
+        confidence (NaN in an empty bin)."""
+        return {"count": self.bin_count, "acc": self.bin_correct / self.bin_count,
+                "conf": self.bin_conf / self.bin_count}
+
+    def ece(self) -> torch.Tensor:
+        """In percent: sum over bins of |bin| / n * |accuracy - confidence|."""
+        r = self.reliability()
+        gap = torch.nan_to_num((r["acc"] - r["conf"]).abs())
+        return 100 * (r["count"] * gap).sum(-1) / self.n
+
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        """LoMa and RSD summarised across classes, and ECE."""
+        out = {f"loma_{k}": v for k, v in spread(self.loma()).items()}
+        out.update({f"rsd_{k}": v for k, v in spread(self.rsd()).items()})
+        out["ece"] = self.ece()
+        return out
 
 
 def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """[..., N, K] -> [..., K]; NaN for a class absent from `labels`."""
-    k = logits.shape[-1]
-    correct = (logits.argmax(-1) == labels).to(torch.float64)  # [..., N]
-    n = torch.bincount(labels, minlength=k).to(torch.float64)
-    return _by_class(correct, labels, k) / n
+    return LogitStats.of(logits, labels).per_class_accuracy()
 
 
-def accuracy_summary(logits: torch.Tensor, labels: torch.Tensor,
-                     train_counts: np.ndarray) -> dict[str, torch.Tensor]:
-    pc = per_class_accuracy(logits, labels)
-    out = {"acc": 100 * (logits.argmax(-1) == labels).to(torch.float64).mean(-1),
-           "bacc": 100 * pc.nanmean(-1)}
-    present = torch.bincount(labels, minlength=logits.shape[-1]) > 0
-    for g, classes in class_groups(train_counts).items():
-        cls = [c for c in classes.tolist() if present[c]]
-        if cls:
-            out[g] = 100 * pc[..., cls].mean(-1)
-    return out
-
-
-def _class_moments(logits: torch.Tensor, labels: torch.Tensor):
-    """Per class k: sample count, and sums of z_k and z_k^2 over samples of class k, and the
-    sum of z_k over the other samples. O(N K) for the totals, O(N) for the in-class parts."""
-    n, k = logits.shape[-2:]
-    z_true = logits.gather(-1, labels.expand(logits.shape[:-1])[..., None])[..., 0]  # [..., N]
-    n_in = torch.bincount(labels, minlength=k).to(torch.float64)
-    sum_in = _by_class(z_true, labels, k)
-    sq_in = _by_class(z_true.to(torch.float64) ** 2, labels, k)
-    sum_out = logits.sum(-2, dtype=torch.float64) - sum_in
-    return n_in, n - n_in, sum_in, sq_in, sum_out
+def accuracy_summary(logits: torch.Tensor, labels: torch.Tensor, train_counts: np.ndarray,
+                     many_above: int = MANY_ABOVE,
+                     few_below: int = FEW_BELOW) -> dict[str, torch.Tensor]:
+    return LogitStats.of(logits, labels).summary(train_counts, many_above, few_below)
 
 
 def logits_magnitude(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """LoMa per class, [..., N, K] -> [..., K]; NaN where a class has no (or only) samples."""
-    n_in, n_out, sum_in, _, sum_out = _class_moments(logits, labels)
-    return sum_in / n_in - sum_out / n_out
+    return LogitStats.of(logits, labels).loma()
 
 
 def regularized_std(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """RSD per class, [..., N, K] -> [..., K]."""
-    n_in, n_out, sum_in, sq_in, sum_out = _class_moments(logits, labels)
-    mean_in = sum_in / n_in
-    std_in = (sq_in / n_in - mean_in ** 2).clamp_min(0).sqrt()
-    return std_in / (mean_in - sum_out / n_out)
+    return LogitStats.of(logits, labels).rsd()
 
 
 def reliability(logits: torch.Tensor, labels: torch.Tensor,
                 bins: int = ECE_BINS) -> dict[str, torch.Tensor]:
-    """Per confidence bin ((b/bins, (b+1)/bins]): sample count, accuracy and mean confidence
-    (NaN in an empty bin). [..., N, K] -> [..., bins] each."""
-    conf, pred = torch.softmax(logits.float(), -1).max(-1)  # [..., N]
-    conf = conf.to(torch.float64)
-    correct = (pred == labels).to(torch.float64)
-    idx = (conf * bins).ceil().long().clamp(1, bins) - 1
-    shape = conf.shape[:-1] + (bins,)
-    def binned(values: torch.Tensor) -> torch.Tensor:
-        zeros = torch.zeros(shape, dtype=torch.float64, device=conf.device)
-        return zeros.scatter_add_(-1, idx, values)
-
-    cnt, acc, cf = binned(torch.ones_like(conf)), binned(correct), binned(conf)
-    return {"count": cnt, "acc": acc / cnt, "conf": cf / cnt}
+    stats = LogitStats(tuple(logits.shape[:-2]), logits.shape[-1], logits.device, bins)
+    stats.update(logits, labels)
+    return stats.reliability()
 
 
 def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor,
                                bins: int = ECE_BINS) -> torch.Tensor:
-    """ECE in percent, [..., N, K] -> [...]: sum over bins of |bin| / N * |acc - confidence|."""
-    r = reliability(logits, labels, bins)
-    gap = torch.nan_to_num((r["acc"] - r["conf"]).abs())
-    return 100 * (r["count"] * gap).sum(-1) / logits.shape[-2]
+    """ECE in percent, [..., N, K] -> [...]."""
+    stats = LogitStats(tuple(logits.shape[:-2]), logits.shape[-1], logits.device, bins)
+    stats.update(logits, labels)
+    return stats.ece()
 
 
 def spread(per_class: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -115,10 +168,7 @@ def spread(per_class: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def diagnostics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """LoMa and RSD summarised across classes, and ECE."""
-    out = {f"loma_{k}": v for k, v in spread(logits_magnitude(logits, labels)).items()}
-    out.update({f"rsd_{k}": v for k, v in spread(regularized_std(logits, labels)).items()})
-    out["ece"] = expected_calibration_error(logits, labels)
-    return out
+    return LogitStats.of(logits, labels).diagnostics()
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -127,5 +177,6 @@ def mean_std(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-__all__ = ["GROUPS", "accuracy_summary", "diagnostics", "expected_calibration_error",
-           "logits_magnitude", "mean_std", "per_class_accuracy", "regularized_std", "spread"]
+__all__ = ["GROUPS", "LogitStats", "accuracy_summary", "diagnostics",
+           "expected_calibration_error", "logits_magnitude", "mean_std", "per_class_accuracy",
+           "regularized_std", "spread"]

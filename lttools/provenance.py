@@ -14,8 +14,8 @@ import torch
 import lttools
 from lttools.errors import LTError
 
-SUBSET_ATTRS = ("dataset", "imb_ratio", "max_per_class", "val_per_class", "selection",
-                "data_seed")
+SUBSET_ATTRS = ("dataset", "longtail", "imb_ratio", "max_per_class", "val_per_class",
+                "selection", "data_seed")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -43,10 +43,12 @@ def expected_from_params(params: dict[str, Any]) -> dict[str, Any]:
 
 def expected_from_data_params(data: dict[str, Any]) -> dict[str, Any]:
     """The store attributes that the `data:` params decide (names as the store records them)."""
-    want = {"dataset": data.get("dataset"), "imb_ratio": data.get("imb_ratio"),
-            "max_per_class": data.get("max_per_class"),
+    longtail = data.get("longtail", "exponential")
+    want = {"dataset": data.get("dataset"), "longtail": longtail,
             "val_per_class": data.get("val_per_class"), "selection": data.get("selection"),
             "data_seed": data.get("seed")}
+    if longtail == "exponential":  # with `given` they are measured, not chosen
+        want.update(imb_ratio=data.get("imb_ratio"), max_per_class=data.get("max_per_class"))
     return {k: (float(v) if k == "imb_ratio" else v) for k, v in want.items() if v is not None}
 
 

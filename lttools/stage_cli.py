@@ -41,13 +41,23 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def message(exc: LTError) -> str:
+    """The error's own message; an LTError raised in a DataLoader worker arrives wrapped in
+    the worker's traceback, of which its last line is the message."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith("lttools.errors.LTError: ") else last
+    return text
+
+
 def run(main: Callable[[], None], interrupted: str = RERUN) -> None:
     """Call main(); an LTError (or a full disk) becomes `error: ...` on stderr and exit code
     2; Ctrl-C prints `interrupted`, which says what was kept and how to go on."""
     try:
         main()
     except LTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {message(exc)}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:
         if not is_disk_full(exc):

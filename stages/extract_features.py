@@ -1,9 +1,13 @@
-"""Stage `extract_features`: frozen penultimate features of every split -> the HDF5 store."""
+"""Stage `extract_features`: frozen penultimate features of every split -> the HDF5 store.
+Resumes an interrupted run at its first unfinished chunk; under torchrun every process
+extracts its slice and the first writes the store."""
+from lttools.backbone.distributed import close_distributed, init_distributed, process_device
+from lttools.backbone.saved import load_backbone
 from lttools.config import from_section
 from lttools.data.prepared import read_splits
+from lttools.device import resolve_device
 from lttools.extract import ExtractConfig, extract_to_store
 from lttools.stage_cli import load_params, parser, run, section
-from lttools.backbone.saved import load_backbone
 
 
 def main() -> None:
@@ -12,12 +16,19 @@ def main() -> None:
     p.add_argument("--backbone", default="models/backbone.pt")
     p.add_argument("--out", default="data/features/features.h5")
     args = p.parse_args()
-    params = section(load_params(args.params), "features")
-    cfg = from_section(ExtractConfig, params, "features")
+    cfg = from_section(ExtractConfig, section(load_params(args.params), "features"), "features")
+    cfg.validate()
     splits = read_splits(args.data)
-    saved = load_backbone(args.backbone, cfg.device)
-    extract_to_store(saved, splits, args.backbone, args.out, cfg, args.quiet)
+    dev = resolve_device(cfg.device)
+    ctx = init_distributed(dev)
+    try:
+        saved = load_backbone(args.backbone, str(process_device(dev, ctx)))
+        extract_to_store(saved, splits, args.backbone, args.out, cfg,
+                         args.quiet or not ctx.is_main, ctx)
+    finally:
+        close_distributed(ctx)
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, interrupted="interrupted; the finished chunks are kept beside the store: "
+                          "`dvc repro` resumes at the first unfinished one")

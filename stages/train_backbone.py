@@ -37,7 +37,7 @@ def main() -> None:
         if cfg.init:
             notes.update(init=cfg.init, init_sha256=sha256_file(cfg.init), init_note=result.init_note)
         save_torch(args.out, backbone_payload(result.model, cfg.arch, splits.num_classes,
-                                              int(splits.images["train"].shape[1]),
+                                              splits.in_channels,
                                               splits.dataset, result.head, notes))
         summary = {"epochs": cfg.epochs}
         if result.head != "missing":  # a head to be fitted later has no test accuracy yet

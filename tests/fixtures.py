@@ -89,3 +89,63 @@ def write_gaussian_store(path: Path, views: int = 2, attrs: dict | None = None,
     write_store(path, layout, {"dataset": "toy", "arch": "none", "views": views,
                                "imb_ratio": 15.0, **(attrs or {})}, batches, dtype)
     return path
+
+
+MODES = ("RGB", "L", "RGBA", "P", "CMYK")
+
+
+def write_image(path: Path, label: int, index: int, mode: str, size: tuple[int, int]) -> None:
+    """A small image whose colour says its class, in the given mode, as JPEG or PNG."""
+    from PIL import Image
+
+    rng = np.random.RandomState(1000 * label + index)
+    base = np.array([(label * 67) % 256, (label * 131 + 60) % 256, (label * 29 + 120) % 256])
+    pixels = np.clip(base[None, None] + rng.randint(-30, 31, (size[1], size[0], 3)), 0, 255)
+    img = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    img = img.convert("RGBA") if mode == "RGBA" else img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode in ("RGBA", "P"):
+        img.save(path.with_suffix(".png"))
+    else:
+        img.save(path.with_suffix(".jpg"), quality=90)
+
+
+def _image_entries(per_class, prefix: str, seed: int):
+    """(relative stem, label, mode, size) of each image: modes cycle, sizes vary."""
+    out = []
+    for label, n in enumerate(per_class):
+        for i in range(n):
+            mode = MODES[(i + label) % len(MODES)]
+            size = (20 + (7 * i + 3 * label + seed) % 29, 18 + (5 * i + label + seed) % 31)
+            out.append((f"{prefix}/c{label}/img{i:04d}", label, mode, size))
+    return out
+
+
+def make_image_folder(root: Path, train=(40, 20, 10, 6), test=8, val: int | None = None) -> Path:
+    """The ImageFolder layout root/{train,val,test}/<class>/<image>, mixed sizes and modes."""
+    splits = {"train": train, "test": (test,) * len(train)}
+    if val:
+        splits["val"] = (val,) * len(train)
+    for split, counts in splits.items():
+        for stem, label, mode, size in _image_entries(counts, split, seed=len(split)):
+            write_image(root / stem, label, int(stem[-4:]), mode, size)
+    return root
+
+
+def make_image_lists(root: Path, lists: Path, train=(40, 20, 10, 6), test=8,
+                     val: int | None = 4) -> dict[str, Path]:
+    """Images under root/images/ and list files of `relative/path label` lines."""
+    out = {}
+    splits = {"train": train, "test": (test,) * len(train)}
+    if val:
+        splits["val"] = (val,) * len(train)
+    lists.mkdir(parents=True, exist_ok=True)
+    for split, counts in splits.items():
+        lines = []
+        for stem, label, mode, size in _image_entries(counts, f"images/{split}", len(split)):
+            write_image(root / stem, label, int(stem[-4:]), mode, size)
+            suffix = ".png" if mode in ("RGBA", "P") else ".jpg"
+            lines.append(f"{stem}{suffix} {label}")
+        out[split] = lists / f"{split}.txt"
+        out[split].write_text("\n".join(lines) + "\n")
+    return out

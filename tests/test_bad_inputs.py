@@ -16,7 +16,8 @@ import yaml
 from fixtures import make_cifar, write_gaussian_store
 from lttools import atomic
 from lttools.data import sources
-from lttools.data.prepared import DataConfig, prepare, write_splits
+from lttools.data.prepare import prepare
+from lttools.data.prepared import DataConfig, write_splits
 from lttools.errors import LTError
 from lttools.features import open_store
 from lttools.results import ResultPaths, write_results

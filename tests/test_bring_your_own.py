@@ -172,7 +172,8 @@ def test_imported_features_pipeline_equals_the_native_run(tmp_path):
     make_fashion_mnist(repo / "data" / "raw", per_class=60, test_per_class=10)
     methods = ["ce", "los", "posthoc_la"]
     make_repo(repo, {"data": {"root": "data/raw", "imb_ratio": 10, "max_per_class": 40,
-                              "val_per_class": 10}, "backbone": {"epochs": 1}}, methods=methods)
+                              "val_per_class": 10}, "backbone": {"epochs": 1}}, methods=methods,
+              imported=True)
     dvc(repo, "repro")
     imported = repo / "pipelines" / "imported"
     main = yaml.safe_load((repo / "params.yaml").read_text())

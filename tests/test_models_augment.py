@@ -4,7 +4,7 @@ import torch
 from lttools.data.augment import CropFlip, apply_crop_flip, draw_crop_flip, random_crop_flip
 from lttools.errors import LTError
 from lttools.models import create_backbone
-from lttools.backbone.train import epoch_batches
+from lttools.backbone.batches import epoch_batches
 
 
 @pytest.mark.parametrize("arch,dim", [("resnet32", 64), ("resnet34", 512)])

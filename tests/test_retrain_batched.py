@@ -56,3 +56,20 @@ def test_more_views_than_stored_is_a_clear_error():
     plan = make_plan("ce", {"epochs": 1}, {"seeds": [0]})
     with pytest.raises(LTError, match="retrain.views = 3 but the feature store holds 2"):
         train_heads(plan, toy_data(views=2), views=3, quiet=True)
+
+
+@pytest.mark.parametrize("budget_heads", [1, 2, 3])
+def test_heads_trained_in_memory_sized_groups_equal_one_group(budget_heads):
+    """A memory budget that fits only a few heads cuts the plan into groups (whole grid
+    points, else seeds of one point); every head's result is unchanged."""
+    from lttools.retrain.trainer import head_bytes
+    data = toy_data(views=1)
+    plan = make_plan("los", {"eps": [0.5, 0.9, 0.98], "epochs": 2}, {"seeds": [0, 1], "lr": 0.05})
+    whole = train_heads(plan, data, views=1, quiet=True)
+    k, d = data.head_weight.shape
+    gb = budget_heads * head_bytes(plan, k, d) / 2 ** 30
+    parts = train_heads(plan, data, views=1, quiet=True, memory_gb=gb)
+    torch.testing.assert_close(parts.final_params["w"], whole.final_params["w"])
+    for split in whole.scalars:
+        for m, v in whole.scalars[split].items():
+            torch.testing.assert_close(parts.scalars[split][m], v, equal_nan=True)

@@ -3,7 +3,8 @@ import pytest
 
 from fixtures import make_cifar
 from lttools.data import sources
-from lttools.data.prepared import DataConfig, prepare, read_splits, write_splits
+from lttools.data.prepare import prepare
+from lttools.data.prepared import DataConfig, read_splits, write_splits
 from lttools.errors import LTError
 
 

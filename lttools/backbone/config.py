@@ -14,7 +14,8 @@ NORMALIZATIONS = ("dataset", "imagenet", "explicit")
 INIT_DIR = "models/pretrained"  # checkpoints to start from; a DVC dependency of stage 1
 # Settings that change where and how fast training runs but not what it computes; a
 # checkpoint may be resumed under different values of these.
-RUNTIME_ONLY = ("compile", "cuda_graphs", "cudnn_benchmark", "device", "checkpoint_every")
+RUNTIME_ONLY = ("compile", "cuda_graphs", "cudnn_benchmark", "device", "checkpoint_every",
+                "workers", "gpu_decode", "eval_every")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class BackboneConfig:
     sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch
     device: str = "auto"  # auto: CUDA when present, else CPU
     checkpoint_every: int = 5  # epochs between resumable checkpoints
+    workers: int = 0  # image files: DataLoader worker processes (0: one per CPU core, up to 16)
+    gpu_decode: bool = False  # image files on CUDA: JPEGs decoded on the GPU (nvJPEG)
+    eval_every: int = 1  # validation balanced accuracy every this many epochs (and the last)
     init: str = ""  # a checkpoint under models/pretrained/ to start from; "": from scratch
     normalization: str = "dataset"  # dataset statistics | imagenet | explicit (mean, std)
     mean: list[float] | None = None  # explicit normalisation, per channel, on the 0..1 scale
@@ -64,6 +68,8 @@ class BackboneConfig:
         check_range("backbone.weight_decay", self.weight_decay, low=0)
         check_range("backbone.crop_pad", self.crop_pad, low=0)
         check_range("backbone.checkpoint_every", self.checkpoint_every, low=1)
+        check_range("backbone.workers", self.workers, low=0)
+        check_range("backbone.eval_every", self.eval_every, low=1)
         if self.amp not in AMP_CHOICES:
             raise LTError(f"backbone.amp = {self.amp!r} is not valid; choose one of "
                           f"{', '.join(AMP_CHOICES)}")

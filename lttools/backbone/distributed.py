@@ -54,12 +54,13 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def init_distributed(device: torch.device, global_batch: int) -> DistContext:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); else one process."""
+def init_distributed(device: torch.device, global_batch: int | None = None) -> DistContext:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); else one process.
+    A global batch (stage 1) must divide by the number of processes."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
-    if global_batch % world:
+    if global_batch is not None and global_batch % world:
         raise LTError(f"backbone.batch_size = {global_batch} is the global batch and must be "
                       f"divisible by the number of processes ({world}); valid: a multiple of "
                       f"{world}")
@@ -122,3 +123,11 @@ def convert_batchnorm(model: nn.Module, device: torch.device | None = None) -> n
         else:
             convert_batchnorm(child)
     return model
+
+
+def process_device(device: torch.device, ctx: DistContext) -> torch.device:
+    """Under torchrun on CUDA, each process uses the GPU of its local rank."""
+    if ctx.active and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    return device

@@ -2,6 +2,8 @@
 (`backbone.init`) when there is one."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from lttools.backbone.config import BackboneConfig
@@ -10,12 +12,13 @@ from lttools.models.import_weights import ImportedWeights, load_into, read_check
 from lttools.models.normalized import IMAGENET_MEAN, IMAGENET_STD, NormalizedBackbone
 
 
-def normalization(cfg: BackboneConfig, train_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std on the 0..255 scale: the training set's (`dataset`), torchvision's
-    ImageNet statistics (`imagenet`; a grayscale dataset gets their average), or `explicit`."""
-    channels = train_images.shape[1]
+def normalization(cfg: BackboneConfig, train_images: Callable[[], torch.Tensor],
+                  channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std on the 0..255 scale: the training set's (`dataset`; images from
+    `train_images()`), torchvision's ImageNet statistics (`imagenet`; a grayscale dataset gets
+    their average), or `explicit`."""
     if cfg.normalization == "dataset":
-        return channel_stats(train_images)
+        return channel_stats(train_images())
     if cfg.normalization == "imagenet":
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
     else:
@@ -30,9 +33,9 @@ def normalization(cfg: BackboneConfig, train_images: torch.Tensor) -> tuple[torc
 
 
 def prepare_model(model: NormalizedBackbone, cfg: BackboneConfig,
-                  train_images: torch.Tensor) -> ImportedWeights | None:
+                  train_images: Callable[[], torch.Tensor]) -> ImportedWeights | None:
     """Set the normalisation; load `backbone.init` into the model when it is set."""
-    model.set_normalization(*normalization(cfg, train_images))
+    model.set_normalization(*normalization(cfg, train_images, model.mean.shape[1]))
     if not cfg.init:
         return None
     weights = read_checkpoint(cfg.init, model)

@@ -1,9 +1,9 @@
 """Stage 1: train the backbone with plain cross-entropy on the long-tailed training set.
 
 The recipe is the LOS paper's (SGD, momentum 0.9, weight decay 5e-3, cosine to 0, crop+flip).
-The fast path holds the data as one uint8 tensor on the training device, augments whole
-batches with tensor ops, draws batches from a seeded permutation (no DataLoader), and on CUDA
-adds channels_last, bf16 autocast and the fused optimizer. A checkpoint every
+The fast path takes its batches from batches.py (array datasets resident on the device with
+batched tensor augmentation; image files through DataLoader workers), and on CUDA adds
+channels_last, bf16 autocast and the fused optimizer. A checkpoint every
 `checkpoint_every` epochs holds everything needed to resume bit-for-bit. Launched by
 torchrun, each process trains on its shard of every global batch (distributed.py).
 """
@@ -20,14 +20,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lttools.backbone.batches import batch_source
 from lttools.backbone.checkpoint import fingerprint, resumable_state, save_checkpoint
 from lttools.backbone.config import BackboneConfig
 from lttools.backbone.distributed import (DistContext, close_distributed, convert_batchnorm,
-                                          init_distributed)
-from lttools.backbone.evaluate import evaluate_images
+                                          init_distributed, process_device)
+from lttools.backbone.evaluate import evaluate_images, train_sample
 from lttools.backbone.start import prepare_model
-from lttools.data.augment import CropFlip, apply_crop_flip, draw_crop_flip
-from lttools.data.prepared import Splits
+from lttools.data.prepared import AnySplits
 from lttools.device import resolve_device
 from lttools.errors import LTError
 from lttools.models import create_backbone
@@ -45,19 +45,6 @@ class TrainResult:
     init_note: str = ""  # what was imported from backbone.init
 
 
-def epoch_batches(n: int, batch_size: int, world_size: int = 1) -> list[tuple[int, int]]:
-    """(start, size) of each step's global batch in an epoch's permutation. Under torchrun a
-    last, short batch is cut to a multiple of the world size (equal shards); a batch of one
-    image is skipped (BatchNorm cannot train on it)."""
-    out = []
-    for start in range(0, n, batch_size):
-        size = min(batch_size, n - start)
-        size -= size % world_size
-        if size >= 2:
-            out.append((start, size))
-    return out
-
-
 def lr_factor(step: int, steps_per_epoch: int, cfg: BackboneConfig) -> float:
     """Linear warm-up over `warmup_epochs`, then cosine annealing stepped per epoch
     (torch's CosineAnnealingLR(T_max=epochs)) over the remaining epochs."""
@@ -67,6 +54,12 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: BackboneConfig) -> float:
     epoch = (step - warm) // steps_per_epoch
     span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
     return 0.5 * (1 + math.cos(math.pi * min(epoch / span, 1.0)))
+
+
+def _check_device_options(cfg: BackboneConfig, dev: torch.device) -> None:
+    if cfg.gpu_decode and dev.type != "cuda":
+        raise LTError("backbone.gpu_decode = true needs CUDA (torchvision decodes the JPEGs on "
+                      "the GPU); set it to false on this device")
 
 
 def _compiled(net: torch.nn.Module, cfg: BackboneConfig, dev: torch.device) -> torch.nn.Module:
@@ -89,7 +82,7 @@ def _amp_context(cfg: BackboneConfig, dev: torch.device):
     return contextlib.nullcontext
 
 
-def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
+def train_backbone(splits: AnySplits, cfg: BackboneConfig, device: str = "auto",
                    checkpoint: str | Path | None = None, checkpoint_every: int = 5,
                    quiet: bool = False, stop_after: int | None = None,
                    on_epoch: EpochCallback | None = None) -> TrainResult:
@@ -99,9 +92,7 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
     cfg.validate()
     dev = resolve_device(device)
     ctx = init_distributed(dev, cfg.batch_size)
-    if ctx.active and dev.type == "cuda":
-        dev = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(dev)
+    dev = process_device(dev, ctx)
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and dev.type == "cuda"
     try:
@@ -112,15 +103,14 @@ def train_backbone(splits: Splits, cfg: BackboneConfig, device: str = "auto",
         close_distributed(ctx)
 
 
-def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistContext,
+def _train(splits: AnySplits, cfg: BackboneConfig, dev: torch.device, ctx: DistContext,
            checkpoint, checkpoint_every: int, quiet: bool, stop_after: int | None,
            on_epoch: EpochCallback | None) -> TrainResult:
     torch.manual_seed(cfg.seed)
+    _check_device_options(cfg, dev)
     autocast = _amp_context(cfg, dev)
-    x_train = torch.from_numpy(splits.images["train"]).to(dev)
-    y_train = torch.from_numpy(splits.labels["train"]).to(dev)
-    model = create_backbone(cfg.arch, splits.num_classes, x_train.shape[1])
-    imported = prepare_model(model, cfg, x_train.cpu())
+    model = create_backbone(cfg.arch, splits.num_classes, splits.in_channels)
+    imported = prepare_model(model, cfg, lambda: train_sample(splits))
     if cfg.epochs == 0:  # the imported checkpoint as it is
         return TrainResult(model, [], ctx.is_main, "checkpoint" if imported.has_head else "missing",
                            imported.note)
@@ -131,8 +121,9 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
     model.to(memory_format=memory_format)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.scaled_lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, fused=dev.type == "cuda" or None)
-    n = len(y_train)
-    steps_per_epoch = len(epoch_batches(n, cfg.batch_size, ctx.world_size))
+    source = batch_source(splits, cfg, dev, ctx)
+    n = splits.size("train")
+    steps_per_epoch = len(source.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(step, steps_per_epoch, cfg))
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -166,21 +157,10 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
             break
         model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen).to(dev)
-        batches = epoch_batches(n, cfg.batch_size, ctx.world_size)
-        # The epoch's crops and flips, drawn on the CPU in the same order as batch by batch,
-        # reach the device in one copy: nothing inside the loop waits on the host.
-        draws = CropFlip.cat([draw_crop_flip(size, cfg.crop_pad, gen, cfg.flip)
-                              for _, size in batches]).to(dev)
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
-        seen = drawn = 0
-        for first, size in batches:
-            idx = perm[first:first + size]
-            # augmentation of the whole global batch, identical on every rank
-            xb = apply_crop_flip(x_train[idx], cfg.crop_pad, draws[drawn:drawn + size])
-            drawn += size
-            xb, yb = ctx.shard(xb), ctx.shard(y_train[idx])
+        seen = 0
+        for xb, yb in source.epoch(epoch, gen):
             if cfg.cuda_graphs:  # a new training step: earlier graph outputs may be reused
                 torch.compiler.cudagraph_mark_step_begin()
             with autocast():
@@ -197,8 +177,9 @@ def _train(splits: Splits, cfg: BackboneConfig, dev: torch.device, ctx: DistCont
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": 100 * correct / seen,
                "images_per_s": seen / seconds, "lr": opt.param_groups[0]["lr"]}
-        if ctx.is_main and len(splits.labels["val"]):
-            row["val_bacc"] = evaluate_images(model, splits, "val")["bacc"]
+        if ctx.is_main and splits.size("val") and ((epoch + 1) % cfg.eval_every == 0
+                                                   or epoch + 1 == cfg.epochs):
+            row["val_bacc"] = evaluate_images(model, splits, "val", cfg.workers or None)["bacc"]
         if not math.isfinite(row["loss"]):
             raise LTError(f"stage 1 diverged at epoch {epoch + 1} (loss {row['loss']}); lower "
                           "backbone.lr")

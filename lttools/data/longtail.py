@@ -64,11 +64,32 @@ def split_long_tailed(labels: np.ndarray, num_classes: int, imb_ratio: float, n_
     return np.concatenate(train), np.concatenate(val)
 
 
-def class_groups(train_counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Class indices of each group, by training count: Many > 100, Medium 20..100, Few < 20."""
+def class_groups(train_counts: np.ndarray, many_above: int = MANY_ABOVE,
+                 few_below: int = FEW_BELOW) -> dict[str, np.ndarray]:
+    """Class indices of each group, by training count: Many > many_above, Medium
+    few_below..many_above, Few < few_below (defaults 100 and 20)."""
     counts = np.asarray(train_counts)
     return {
-        "many": np.flatnonzero(counts > MANY_ABOVE),
-        "medium": np.flatnonzero((counts >= FEW_BELOW) & (counts <= MANY_ABOVE)),
-        "few": np.flatnonzero(counts < FEW_BELOW),
+        "many": np.flatnonzero(counts > many_above),
+        "medium": np.flatnonzero((counts >= few_below) & (counts <= many_above)),
+        "few": np.flatnonzero(counts < few_below),
     }
+
+
+def carve_validation(labels: np.ndarray, num_classes: int,
+                     val_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) into `labels` keeping the training split as it is (longtail:
+    given), but the last `val_per_class` images of every class (in file order) set aside as a
+    balanced validation split. Both in file order."""
+    check_range("data.val_per_class", val_per_class, low=0)
+    labels = np.asarray(labels)
+    val = []
+    for c in range(num_classes):
+        ix = np.flatnonzero(labels == c)
+        if len(ix) and val_per_class >= len(ix):
+            raise LTError(f"data.val_per_class = {val_per_class} leaves no training images in "
+                          f"class {c} ({len(ix)} images); valid range: [0, {len(ix) - 1}]")
+        val.append(ix[len(ix) - val_per_class:] if val_per_class else ix[:0])
+    val_ix = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    train_ix = np.setdiff1d(np.arange(len(labels)), val_ix)
+    return train_ix, val_ix

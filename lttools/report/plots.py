@@ -72,8 +72,8 @@ def per_class_heatmap(results: list[MethodResult], field: str, label: str, path:
                 ax.text(j, i, f"{v:.0f}" if abs(v) >= 10 else f"{v:.1f}", ha="center",
                         va="center", fontsize=6.5, color="white" if dark else "black")
         ax.set_xticks(range(len(order)),
-                      [f"{c}\n({row.get('train_count')})" for c, row in zip(order, rows0)],
-                      fontsize=7)
+                      [f"{row.get('name', c)}\n({row.get('train_count')})"
+                       for c, row in zip(order, rows0)], fontsize=7)
     ax.set_yticks(range(len(rs)), [r.key for r in rs], fontsize=8)
     ax.set_xlabel("class (training images), most to fewest")
     fig.colorbar(im, ax=ax, label=label, fraction=0.03)

@@ -13,7 +13,7 @@ from lttools.retrain.registry import AUTO, SCHEDULE_PARAMS, TRAIN_PARAMS, Method
 
 # Settings in the `retrain:` section shared by every method's stage; any optimisation
 # hyper-parameter given there too (lr, epochs, ...) is the default under a method's own.
-SHARED_KEYS = ("seeds", "views", "flip_test", "device")
+SHARED_KEYS = ("seeds", "views", "flip_test", "device", "feature_dtype", "memory_gb")
 
 
 @dataclass
@@ -32,7 +32,9 @@ class Plan:
         return len(self.grid) * len(self.seeds)
 
 
-SHARED_TYPES = {"seeds": int | list[int], "views": int, "flip_test": bool, "device": str}
+SHARED_TYPES = {"seeds": int | list[int], "views": int, "flip_test": bool, "device": str,
+                "feature_dtype": str, "memory_gb": float | None}
+FEATURE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def check_shared(shared: dict[str, Any]) -> None:
@@ -51,6 +53,11 @@ def check_shared(shared: dict[str, Any]) -> None:
             for v in value if isinstance(value, list) else [value]:
                 spec.check(f"retrain.{name}", v)
     check_range("retrain.views", shared.get("views", 0), low=0)
+    if shared.get("feature_dtype", "float32") not in FEATURE_DTYPES:
+        raise LTError(f"retrain.feature_dtype = {shared['feature_dtype']!r} is not valid; choose "
+                      f"one of {', '.join(FEATURE_DTYPES)}")
+    if shared.get("memory_gb") is not None:
+        check_range("retrain.memory_gb", shared["memory_gb"], low=0, low_inclusive=False)
 
 
 def make_plan(key: str, entry: dict[str, Any] | None, shared: dict[str, Any]) -> Plan:

@@ -1,11 +1,13 @@
 """One method's stage: read the feature store, train the plan's heads, select, summarise."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lttools.data.longtail import FEW_BELOW, MANY_ABOVE
 from lttools.device import resolve_device
 from lttools.features import FeatureStore, open_store
 from lttools.provenance import check_backbone, store_provenance
@@ -14,23 +16,36 @@ from lttools.retrain.summary import summarize
 from lttools.retrain.trainer import FeatureData, train_heads
 
 
-def load_feature_data(store: FeatureStore, views: int, flip_test: bool,
-                      device: torch.device) -> FeatureData:
+def load_feature_data(store: FeatureStore, views: int, flip_test: bool, device: torch.device,
+                      dtype: str = "float32") -> FeatureData:
     """The views stage 2 uses: clean + `views` augmented training views (as many as stored;
     the trainer refuses too few); validation and test clean (+ flipped): both are scored the
     same way, so that selection and reporting agree."""
     train_views = min(store.views["train"], 1 + views)
     eval_views = {s: store.views[s] if flip_test else 1 for s in ("val", "test")}
+    held = getattr(torch, dtype)  # features resident in this precision; heads compute in fp32
+
+    def views_of(split: str, n: int) -> torch.Tensor:
+        out = None
+        for v in range(n):  # one view at a time: no second full copy in float32
+            x = store.read(split, v, device).to(held)
+            if out is None:
+                out = torch.empty((n, *x.shape), dtype=held, device=device)
+            out[v] = x
+        return out
+
     return FeatureData(
-        train=torch.stack([store.read("train", v, device) for v in range(train_views)]),
+        train=views_of("train", train_views),
         train_labels=torch.from_numpy(store.labels["train"]).to(device),
-        val=torch.stack([store.read("val", v, device) for v in range(eval_views["val"])]),
+        val=views_of("val", eval_views["val"]),
         val_labels=torch.from_numpy(store.labels["val"]).to(device),
-        test=torch.stack([store.read("test", v, device) for v in range(eval_views["test"])]),
+        test=views_of("test", eval_views["test"]),
         test_labels=torch.from_numpy(store.labels["test"]).to(device),
         class_counts=store.class_counts,
         head_weight=torch.from_numpy(store.head_weight),
-        head_bias=torch.from_numpy(store.head_bias))
+        head_bias=torch.from_numpy(store.head_bias),
+        group_thresholds=(int(store.attrs.get("many_above", MANY_ABOVE)),
+                          int(store.attrs.get("few_below", FEW_BELOW))))
 
 
 def run_method(key: str, entry: dict[str, Any] | None, shared: dict[str, Any],
@@ -46,8 +61,14 @@ def run_method(key: str, entry: dict[str, Any] | None, shared: dict[str, Any],
         check_backbone(store.path, store.attrs, Path(backbone))
     device = resolve_device(shared.get("device", "auto"))
     views = int(shared.get("views", 0))
-    data = load_feature_data(store, views, bool(shared.get("flip_test", True)), device)
-    history = train_heads(plan, data, views=views, device=device, quiet=quiet)
+    data = load_feature_data(store, views, bool(shared.get("flip_test", True)), device,
+                             shared.get("feature_dtype", "float32"))
+    history = train_heads(plan, data, views=views, device=device, quiet=quiet,
+                          memory_gb=shared.get("memory_gb"))
     metrics, details = summarize(history)
     details["provenance"] = store_provenance(store.path, store.attrs)
+    names = json.loads(store.attrs["class_names"]) if "class_names" in store.attrs else None
+    if names:
+        for row in details["per_class"]:
+            row["name"] = names[row["class"]]
     return metrics, details

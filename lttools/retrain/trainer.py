@@ -8,6 +8,7 @@ their hyper-parameters).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -17,8 +18,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lttools.errors import LTError
-from lttools.metrics import (accuracy_summary, diagnostics, logits_magnitude,
-                             per_class_accuracy, reliability)
+from lttools.data.longtail import FEW_BELOW, MANY_ABOVE
+from lttools.metrics import LogitStats
 from lttools.retrain import pieces as P
 from lttools.retrain.heads import HEADS
 from lttools.retrain.plan import Plan, resolve_auto
@@ -37,6 +38,7 @@ class FeatureData:
     class_counts: np.ndarray
     head_weight: torch.Tensor
     head_bias: torch.Tensor
+    group_thresholds: tuple[int, int] = (MANY_ABOVE, FEW_BELOW)  # Many above, Few below
 
 
 @dataclass
@@ -135,9 +137,10 @@ def _weight_norm_ratio(w: torch.Tensor) -> torch.Tensor:
 
 
 def _split_logits(plan, params, frozen, views: torch.Tensor, hp, linear) -> torch.Tensor:
-    """Logits averaged over the stored views (test: clean + flipped, as the paper evaluates).
-    A post-hoc method predicts with its transformed linear head."""
+    """Logits averaged over the stored views (val / test: clean + flipped, as the paper
+    evaluates). A post-hoc method predicts with its transformed linear head."""
     def logits(x):
+        x = x.float()  # features may be held in half precision
         if plan.method.posthoc is None:
             return HEADS[plan.method.head].logits(params, frozen, x, hp)
         w, b = linear
@@ -146,20 +149,27 @@ def _split_logits(plan, params, frozen, views: torch.Tensor, hp, linear) -> torc
     return torch.stack([logits(v) for v in views]).mean(0)
 
 
-def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_counts):
+def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_rows: int):
+    """Validation and test scores of every head, the logits computed `eval_rows` samples at a
+    time and reduced to per-class statistics, so memory does not grow with the split."""
     out_scalars, out_pc = {}, {}
+    heads = plan.num_heads
     with torch.no_grad():
         linear = _predicting_head(plan, params, frozen, hp, counts)
-    splits = [("val", data.val, data.val_labels)] if len(data.val_labels) else []
-    for split, views, labels in splits + [("test", data.test, data.test_labels)]:
-        with torch.no_grad():
-            z = _split_logits(plan, params, frozen, views, hp, linear).cpu()
-        lab = labels.cpu()
-        sc = {**accuracy_summary(z, lab, eval_counts), **diagnostics(z, lab)}
-        out_scalars[split] = sc
-        rel = reliability(z, lab)
-        out_pc[split] = {"acc": 100 * per_class_accuracy(z, lab), "loma": logits_magnitude(z, lab),
-                         "rel_count": rel["count"], "rel_acc": rel["acc"], "rel_conf": rel["conf"]}
+        splits = [("val", data.val, data.val_labels)] if len(data.val_labels) else []
+        for split, views, labels in splits + [("test", data.test, data.test_labels)]:
+            k = data.head_weight.shape[0]
+            stats = LogitStats((heads,), k, views.device)
+            for i in range(0, len(labels), eval_rows):
+                z = _split_logits(plan, params, frozen, views[:, i:i + eval_rows], hp, linear)
+                stats.update(z, labels[i:i + eval_rows])
+            sc = {**stats.summary(data.class_counts, *data.group_thresholds),
+                  **stats.diagnostics()}
+            out_scalars[split] = {m: v.cpu() for m, v in sc.items()}
+            rel = stats.reliability()
+            out_pc[split] = {"acc": 100 * stats.per_class_accuracy().cpu(),
+                             "loma": stats.loma().cpu(), "rel_count": rel["count"].cpu(),
+                             "rel_acc": rel["acc"].cpu(), "rel_conf": rel["conf"].cpu()}
     w = linear[0] if linear is not None else params.get("w")  # cosine head: its raw rows
     if w is not None:
         out_scalars["test"]["wnorm_ratio"] = _weight_norm_ratio(w)
@@ -185,11 +195,54 @@ def check_selection_possible(plan: Plan, data: FeatureData) -> None:
                       "(never the test set). Give one value, or set data.val_per_class > 0.")
 
 
+def memory_budget(device: torch.device, budget_gb: float | None = None) -> int:
+    """Bytes the heads may use beyond the resident features: `budget_gb`, or on CUDA half of
+    the free memory, elsewhere 2 GiB."""
+    if budget_gb is not None:
+        return int(budget_gb * 2 ** 30)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    return 2 * 2 ** 30
+
+
+def head_bytes(plan: Plan, k: int, d: int) -> int:
+    """What one head costs during training, roughly: its parameters with gradient, momentum
+    and update (4 copies, float32), and a batch's logits with their gradients (4 copies)."""
+    return 4 * (4 * (k * d + 2 * k + d) + 4 * plan.batch_size * k)
+
+
+def head_groups(plan: Plan, budget: int, k: int, d: int) -> list[Plan]:
+    """The plan cut into sub-plans that fit `budget`: whole grid points (all their seeds)
+    where they fit, else seeds of one grid point. Heads keep their order (grid-major) and each
+    its own random stream, so the result equals training all heads at once."""
+    per_group = max(1, budget // head_bytes(plan, k, d))
+    if plan.num_heads <= per_group:
+        return [plan]
+    seeds = len(plan.seeds)
+    if seeds <= per_group:
+        step = per_group // seeds
+        return [dataclasses.replace(plan, grid=plan.grid[g:g + step])
+                for g in range(0, len(plan.grid), step)]
+    return [dataclasses.replace(plan, grid=[point], seeds=plan.seeds[s:s + per_group])
+            for point in plan.grid for s in range(0, seeds, per_group)]
+
+
+def _merge(plan: Plan, parts: list[History]) -> History:
+    """One History of all heads from the histories of consecutive head groups."""
+    cat = lambda key: {s: {m: torch.cat([getattr(p, key)[s][m] for p in parts])  # noqa: E731
+                           for m in getattr(parts[0], key)[s]} for s in getattr(parts[0], key)}
+    params = {k: torch.cat([p.final_params[k] for p in parts]) for k in parts[0].final_params}
+    return History(plan, cat("scalars"), cat("per_class"), params, parts[0].class_counts)
+
+
 def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | torch.device = "cpu",
-                quiet: bool = False, every_epoch: bool = True) -> History:
+                quiet: bool = False, every_epoch: bool = True,
+                memory_gb: float | None = None) -> History:
     """Train every head of `plan`; `views` > 0 cycles epochs through augmented views 1..views.
     Heads are evaluated after every epoch (`every_epoch`, needed for epoch selection) or,
-    for benchmarks, only at the start and the end."""
+    for benchmarks, only at the start and the end. The heads are trained in groups that fit
+    `memory_gb` (see memory_budget); the features stay resident once for all groups."""
     dev = torch.device(device)
     if views > data.train.shape[0] - 1:
         raise LTError(f"retrain.views = {views} but the feature store holds "
@@ -198,6 +251,19 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
     counts = _prior(plan, data, dev)
     plan = resolve_auto(plan, data.class_counts)
     check_selection_possible(plan, data)
+    k, d = data.head_weight.shape
+    budget = memory_budget(dev, memory_gb)
+    groups = head_groups(plan, budget, k, d)
+    # evaluation logits of a group, [views, heads, rows, K] float32, within a quarter budget
+    eval_rows = max(1, budget // 4 // (4 * k * max(g.num_heads for g in groups)
+                                       * (1 + max(data.val.shape[0], data.test.shape[0]))))
+    parts = [_train_group(g, data, views, dev, quiet, every_epoch, counts, eval_rows)
+             for g in groups]
+    return parts[0] if len(parts) == 1 else _merge(plan, parts)
+
+
+def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, quiet: bool,
+                 every_epoch: bool, counts: torch.Tensor | None, eval_rows: int) -> History:
     method = plan.method
     hp = hyper_tensors(plan, dev)
     seeds = head_seeds(plan)
@@ -214,12 +280,11 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
     if method.constraint == "maxnorm":
         caps = P.maxnorm_caps(params["w"].detach(), hp["thresh"])
     y_all = data.train_labels.to(dev)
-    eval_counts = data.class_counts
     history_sc: dict[str, dict[str, list]] = {}
     history_pc: dict[str, dict[str, list]] = {}
 
     def record():
-        sc, pc = _evaluate(plan, params, frozen, data, hp, counts, eval_counts)
+        sc, pc = _evaluate(plan, params, frozen, data, hp, counts, eval_rows)
         for split in sc:
             for k, v in sc[split].items():
                 history_sc.setdefault(split, {}).setdefault(k, []).append(v)
@@ -235,7 +300,8 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
         cw = method.class_weights(counts, hp, epoch, plan.epochs) if method.class_weights else None
         for s in range(0, idx.shape[1], plan.batch_size):
             ib = idx[:, s:s + plan.batch_size]
-            loss = method_loss(plan, params, frozen, x_epoch[ib], y_all[ib], hp, counts, cw)
+            loss = method_loss(plan, params, frozen, x_epoch[ib].float(), y_all[ib], hp, counts,
+                               cw)
             grads = torch.autograd.grad(loss.sum(), list(params.values()))
             opt.step(dict(zip(params, grads)), lrs)
             if caps is not None and plan.options.get("maxnorm_every") == "step":
