@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -53,3 +54,15 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - t0, out
+
+
+def peak_rss_kib() -> int:
+    """Peak RSS of this process. /proc's VmHWM starts afresh at exec; ru_maxrss can carry the
+    parent's peak across fork + exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

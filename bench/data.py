@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import machine
+from common import machine, peak_rss_kib
 
 CLASSES = 10
 
@@ -129,7 +129,7 @@ def rss_child(what: str, root: str, workers: int) -> None:
     from lttools.models import create_backbone
 
     torch.set_num_threads(1)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_kib()
     splits = prepared(Path(root), pack=False, size=64)
     if what == "train":
         train_backbone(splits, BackboneConfig(arch="resnet18", epochs=1, batch_size=64,
@@ -142,7 +142,7 @@ def rss_child(what: str, root: str, workers: int) -> None:
         extract_to_store(SavedBackbone(model, "trained", {}), splits, ckpt, Path(root) / "f.h5",
                          ExtractConfig(views=1, workers=workers, batch_size=64, device="cpu"),
                          quiet=True)
-    main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    main = peak_rss_kib()
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"start": base / 1024, "main": main / 1024, "workers": kids / 1024}))
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import machine, timed
+from common import machine, peak_rss_kib, timed
 from lttools.data.augment import random_crop_flip
 from lttools.features import StoreLayout, open_store, write_store
 from lttools.models import create_backbone
@@ -57,18 +56,6 @@ def epoch_cached(feats, labels, fc, gen, batch=64):
         opt.zero_grad()
         loss.backward()
         opt.step()
-
-
-def peak_rss_kib() -> int:
-    """Peak RSS of this process. /proc's VmHWM starts afresh at exec; ru_maxrss can carry the
-    parent's peak across fork + exec."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def big_store_child(path: str, rows: int, dim: int, batch: int) -> None:

@@ -163,7 +163,7 @@ def _open_partial(folder: Path, fingerprint: dict, ctx: DistContext) -> None:
 def compute_chunks(saved: SavedBackbone, splits: AnySplits, cfg: ExtractConfig, folder: Path,
                    ctx: DistContext, quiet: bool = False) -> int:
     """Compute and save this process's missing chunks; returns how many were already there."""
-    model = saved.model.eval()
+    model = saved.model.eval().to(memory_format=torch.channels_last)  # faster convolutions
     dev = next(model.parameters()).device
     mine = my_chunks(splits, cfg, ctx)
     done = [c for c in mine if (folder / c.name).exists()]
@@ -172,8 +172,8 @@ def compute_chunks(saved: SavedBackbone, splits: AnySplits, cfg: ExtractConfig, 
                desc="features", unit="img", disable=quiet)
     with torch.no_grad():
         for chunk in todo:
-            feats = [model.features(x).float().cpu().numpy()
-                     for x in _batches(splits, chunk, cfg, dev)]
+            feats = [model.features(x.contiguous(memory_format=torch.channels_last)).float()
+                     .cpu().numpy() for x in _batches(splits, chunk, cfg, dev)]
             with atomic_path(folder / chunk.name) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, np.concatenate(feats) if feats else np.zeros((0, model.feature_dim),

@@ -22,7 +22,7 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.float(), std.float()
 
 
-def eval_batches(splits: AnySplits, split: str, batch_size: int = 512, workers: int | None = None,
+def eval_batches(splits: AnySplits, split: str, batch_size: int = 256, workers: int | None = None,
                  flip: bool = False, pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 images, labels) of a split in order, eval crop (mirrored when `flip`)."""
     if isinstance(splits, FileSplits):
@@ -56,7 +56,8 @@ def evaluate_images(model: torch.nn.Module, splits: AnySplits, split: str,
     dev = next(model.parameters()).device
     stats = LogitStats((), splits.num_classes)
     for x, y in eval_batches(splits, split, workers=workers):
-        stats.update(model(x.to(dev)).float().cpu(), y)
+        x = x.to(dev).contiguous(memory_format=torch.channels_last)  # as the model is trained
+        stats.update(model(x).float().cpu(), y)
     summary = stats.summary(splits.class_counts, splits.meta.get("many_above", MANY_ABOVE),
                             splits.meta.get("few_below", FEW_BELOW))
     return {k: float(v) for k, v in summary.items()}

@@ -186,8 +186,9 @@ def _train(splits: AnySplits, cfg: BackboneConfig, dev: torch.device, ctx: DistC
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", val_bacc=f"{row.get('val_bacc', 0):.1f}",
-                        img_s=f"{row['images_per_s']:.0f}")
+        shown = next((r["val_bacc"] for r in reversed(history) if "val_bacc" in r), None)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{row['images_per_s']:.0f}",
+                        **({"val_bacc": f"{shown:.1f}"} if shown is not None else {}))
         done = epoch + 1
         if ctx.is_main and ckpt_path is not None and (done % checkpoint_every == 0
                                                       or done == cfg.epochs):

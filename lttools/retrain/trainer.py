@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lttools.errors import LTError
 from lttools.data.longtail import FEW_BELOW, MANY_ABOVE
+from lttools.errors import LTError
 from lttools.metrics import LogitStats
 from lttools.retrain import pieces as P
 from lttools.retrain.heads import HEADS
