@@ -35,13 +35,16 @@ def main() -> None:
                    help="--preset: training rows (default: all on CUDA, 20,000 on CPU)")
     p.add_argument("--feature-dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--memory-gb", type=float, default=None)
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="--preset: only these methods (default: every registered one)")
     args = p.parse_args()
     print(machine())
     if args.preset:
         from scale import run
         cuda = args.device.startswith("cuda")
         run(args.preset, args.device, args.seeds, None if cuda else 1,
-            args.rows or (None if cuda else 20_000), args.feature_dtype, args.memory_gb)
+            args.rows or (None if cuda else 20_000), args.feature_dtype, args.memory_gb,
+            args.methods)
         return
     data = lt_features(d=args.dim, device=args.device)
     n, d = data.train.shape[1:]

@@ -42,6 +42,9 @@ def random_features(preset: str, rows: int | None, dtype: torch.dtype, device: s
     sampled in proportion (the class profile kept)."""
     p = PRESETS[preset]
     counts = long_tailed_counts(p["k"], p["n"], p["n_max"], p["n_min"])
+    if rows and rows < 2 * p["k"]:
+        raise SystemExit(f"--rows {rows:,} is too few for {p['k']:,} classes with the preset's "
+                         f"class profile; give at least {2 * p['k']:,}")
     if rows and rows < p["n"]:
         counts = long_tailed_counts(p["k"], max(rows, p["k"]), max(1, p["n_max"] * rows // p["n"]),
                                     1)
@@ -71,7 +74,7 @@ def peak_memory(device: str) -> float:
 
 
 def run(preset: str, device: str, seeds: int, epochs: int | None, rows: int | None,
-        feature_dtype: str, memory_gb: float | None) -> None:
+        feature_dtype: str, memory_gb: float | None, methods: list[str] | None = None) -> None:
     dtype = getattr(torch, feature_dtype)
     t0 = time.perf_counter()
     data, counts = random_features(preset, rows, dtype, device)
@@ -84,8 +87,15 @@ def run(preset: str, device: str, seeds: int, epochs: int | None, rows: int | No
               "in proportion), on this machine")
     if epochs:
         print(f"  NOTE: every method runs {epochs} epoch(s), not its default")
+    unknown = sorted(set(methods or []) - set(all_methods()))
+    if unknown:
+        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(sorted(all_methods()))}")
+    names = sorted(methods or all_methods())
+    if methods:
+        print(f"  NOTE: only {', '.join(names)} of the {len(all_methods())} methods")
     total, head_epochs = 0.0, 0
-    for name in sorted(all_methods()):
+    for name in names:
         entry = {"epochs": epochs} if epochs and not all_methods()[name].posthoc else {}
         plan = make_plan(name, entry, {"seeds": list(range(seeds)), "device": device})
         if device.startswith("cuda"):
@@ -101,5 +111,5 @@ def run(preset: str, device: str, seeds: int, epochs: int | None, rows: int | No
         print(f"  {name:<22} {hist.plan.num_heads:>3} heads x {hist.plan.epochs:>2} epochs "
               f"{seconds:8.1f} s  {seconds / he:7.2f} s per head-epoch  peak "
               f"{peak_memory(device):6.1f} GiB")
-    print(f"all {len(all_methods())} methods x {seeds} seeds: {total:.1f} s "
+    print(f"{len(names)} method(s) x {seeds} seeds: {total:.1f} s "
           f"({head_epochs} head-epochs, {total / head_epochs:.2f} s each)")

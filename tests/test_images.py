@@ -170,18 +170,40 @@ def test_random_resized_crop_follows_torchvision_rule():
 
 
 def test_reduced_size_decoding_matches_full_decoding(tmp_path):
-    """A large JPEG decoded at a reduced scale gives (nearly) the crop a full decode gives."""
+    """A large JPEG decoded at a reduced scale gives (nearly) the crop torchvision's eval
+    transform makes from the full decode."""
+    from torchvision import transforms as T
+
     big = np.kron(np.random.RandomState(3).randint(0, 256, (60, 80, 3)), np.ones((16, 16, 1)))
     Image.fromarray(big.astype(np.uint8)).save(tmp_path / "big.jpg", quality=95)
     reduced = load_crop(tmp_path / "big.jpg", 64, False, None).astype(int)
-    full = load_crop(Image.open(tmp_path / "big.jpg").convert("RGB").tobytes() and
-                     str(tmp_path / "big.jpg"), 64, False, None).astype(int)
-    np.testing.assert_array_equal(reduced, full)  # the same path twice: deterministic
-    with Image.open(tmp_path / "big.jpg") as img:  # no draft: the plain PIL crop + resize
-        box = center_box(*img.size, 64)
-        plain = np.asarray(img.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR,
-                                                     box=box)).transpose(2, 0, 1).astype(int)
-    assert np.abs(reduced - plain).mean() < 6  # 1/8-scale DCT decoding vs full decode
+    np.testing.assert_array_equal(reduced, load_crop(str(tmp_path / "big.jpg"), 64, False, None))
+    with Image.open(tmp_path / "big.jpg") as img:  # no draft: torchvision on the full decode
+        plain = np.asarray(T.Compose([T.Resize(73), T.CenterCrop(64)])(img.convert("RGB")))
+    assert np.abs(reduced - plain.transpose(2, 0, 1).astype(int)).mean() < 6  # 1/8-scale DCT
+
+
+def test_crops_match_torchvision_pil_transforms_within_rounding(tmp_path):
+    """Same boxes as torchvision's PIL path (RandomResizedCrop's resized_crop; Resize +
+    CenterCrop), resized by torch's uint8 kernel instead of PIL's: equal up to rounding."""
+    from torchvision.transforms import functional as TF
+
+    pixels = np.random.RandomState(4).randint(0, 256, (375, 500, 3)).astype(np.uint8)
+    pixels = np.asarray(Image.fromarray(pixels).resize((125, 94)).resize((500, 375)))  # smooth
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    img = Image.fromarray(pixels)
+    for key in range(5):
+        rng = sample_rng(0, 0, key)
+        left, top, right, bottom = random_resized_box(500, 375, rng)
+        flip = rng.random() < 0.5
+        ref = TF.resized_crop(img, top, left, bottom - top, right - left, [96, 96],
+                              TF.InterpolationMode.BILINEAR, antialias=True)
+        ref = np.asarray(TF.hflip(ref) if flip else ref).transpose(2, 0, 1).astype(int)
+        ours = load_crop(tmp_path / "x.png", 96, True, sample_rng(0, 0, key)).astype(int)
+        assert np.abs(ours - ref).max() <= 2 and np.abs(ours - ref).mean() < 0.5
+    ref = np.asarray(TF.center_crop(TF.resize(img, 110, antialias=True), 96)).transpose(2, 0, 1)
+    ours = load_crop(tmp_path / "x.png", 96, False, None)
+    assert np.abs(ours.astype(int) - ref).max() <= 2
 
 
 def test_crops_depend_only_on_the_samples_key(tmp_path):

@@ -39,9 +39,9 @@ def test_prepare_data_rejects_bad_params(tmp_path, fashion_root, change, needle)
 
 @pytest.mark.parametrize("script,params,needle", [
     ("prepare_data.py", {"data": {**DATA, "imb_ration": 10}},
-     "data: unknown key(s) imb_ration; valid keys: dataset, download, imb_ratio"),
+     "data: unknown key(s) imb_ration; valid keys: dataset, download, few_below"),
     ("prepare_data.py", {"data": {"dataset": "cifar10", "imb_ratio": 10}},
-     "data: missing required key(s) max_per_class"),
+     "data.longtail = exponential needs data.imb_ratio and data.max_per_class"),
     ("train_backbone.py", {"backbone": {"weight_decy": 0.1}},
      "backbone: unknown key(s) weight_decy; valid keys: amp, arch, base_batch_size"),
     ("extract_features.py", {"features": {"view": 2}}, "features: unknown key(s) view"),

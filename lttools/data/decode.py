@@ -4,9 +4,11 @@
   horizontal flip with probability 1/2;
 - eval: resize the shorter side to S * 256 / 224, centre crop S (as torchvision's references).
 
-Each crop and resize is one PIL call (`resize(box=...)`, bilinear with antialiasing, as
-torchvision's PIL path computes it). A JPEG whose crop is at least twice as large as S both
-ways is decoded at 1/2, 1/4 or 1/8 scale (the decoder's DCT scaling, `Image.draft`). Random
+PIL decodes; a JPEG whose crop is at least twice as large as S both ways is decoded at 1/2,
+1/4 or 1/8 scale (the decoder's DCT scaling, `Image.draft`). The crop, at whole pixels, is
+resized by torch's uint8 bilinear interpolation with antialiasing (channels-last, the kernel
+torchvision's tensor transforms use; faster than PIL's resize and within rounding of it:
+bench/data.py, tests/test_images.py). Random
 draws come from a generator seeded by the sample's own key (seed, epoch or view, index), so
 they do not depend on worker processes, batch boundaries or resumption. The output stays
 uint8: the model normalises (on the GPU, when there is one).
@@ -18,6 +20,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 EVAL_RESIZE = 256 / 224
@@ -79,11 +83,52 @@ def load_crop(source: bytes | str | Path, size: int, train: bool, rng: np.random
             img.draft("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
             sx, sy = img.size[0] / width, img.size[1] / height
             box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-    img = img.convert("RGB")  # grayscale, palette, RGBA (alpha dropped), CMYK
-    out = img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
-    if flip:
-        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # grayscale, palette, RGBA (alpha dropped), CMYK
+    pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)  # [3, H, W]
+    out = resize_region(pixels, box, size) if train else eval_crop(pixels, size)
+    return (out.flip(2) if flip else out).contiguous().numpy()
+
+
+def eval_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """torchvision's evaluation transform on a uint8 [3, H, W] image: Resize(round(size *
+    256/224)) of the shorter side (the longer one truncated, as torchvision computes it), then
+    CenterCrop(size)."""
+    height, width = image.shape[1:]
+    short = round(size * EVAL_RESIZE)
+    if width <= height:
+        new_w, new_h = short, int(short * height / width)
+    else:
+        new_w, new_h = int(short * width / height), short
+    resized = resize_region(image, (0, 0, width, height), 0, (new_h, new_w))
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    return resized[:, top:top + size, left:left + size]
+
+
+def pixel_region(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """The box at whole pixels (rounded; at least one pixel, inside the image). A training box
+    is whole already, unless the JPEG was decoded at a reduced scale: then this moves it by at
+    most half a pixel of the reduced image."""
+    left, top = min(max(0, round(box[0])), width - 1), min(max(0, round(box[1])), height - 1)
+    right = min(width, max(left + 1, round(box[2])))
+    bottom = min(height, max(top + 1, round(box[3])))
+    return left, top, right, bottom
+
+
+def resize_region(image: torch.Tensor, box: Box, size: int,
+                  shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """uint8 [3, size, size] (or [3, *shape]): the box of a uint8 [3, H, W] image, resized
+    (bilinear, antialiased). On the CPU in uint8 and channels-last layout (torch's fast path);
+    on a GPU in float32, rounded back."""
+    left, top, right, bottom = pixel_region(box, image.shape[2], image.shape[1])
+    region = image[None, :, top:bottom, left:right]
+    if image.is_cuda:
+        region = region.float()
+    else:
+        region = region.contiguous(memory_format=torch.channels_last)
+    out = F.interpolate(region, size=shape or (size, size), mode="bilinear",
+                        align_corners=False, antialias=True)[0]
+    return out.round().clamp(0, 255).to(torch.uint8) if out.is_floating_point() else out
 
 
 def sample_rng(*key: int) -> np.random.Generator:

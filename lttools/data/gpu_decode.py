@@ -10,10 +10,10 @@ import io
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from lttools.data.decode import center_box, load_crop, random_resized_box, sample_rng
+from lttools.data.decode import (center_box, load_crop, random_resized_box, resize_region,
+                                  sample_rng)
 from lttools.data.loader import ImageFiles
 
 
@@ -57,10 +57,6 @@ def decode_batch(payloads: list[torch.Tensor], boxes: torch.Tensor, flips: torch
     if jpeg:
         decoded = decode_jpeg([payloads[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)
         for i, img in zip(jpeg, decoded):
-            left, top, right, bottom = boxes[i].tolist()
-            region = img[:, int(top):int(np.ceil(bottom)), int(left):int(np.ceil(right))]
-            x = F.interpolate(region[None].float(), size=(size, size), mode="bilinear",
-                              align_corners=False, antialias=True)[0]
-            x = x.round().clamp(0, 255).to(torch.uint8)
+            x = resize_region(img, tuple(boxes[i].tolist()), size)
             out[i] = x.flip(2) if flips[i] else x
     return out
