@@ -86,7 +86,7 @@ def load_crop(source: bytes | str | Path, size: int, train: bool, rng: np.random
     if img.mode != "RGB":
         img = img.convert("RGB")  # grayscale, palette, RGBA (alpha dropped), CMYK
     pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)  # [3, H, W]
-    out = resize_region(pixels, box, size) if train else eval_crop(pixels, size)
+    out = resize_region(pixels, box, (size, size)) if train else eval_crop(pixels, size)
     return (out.flip(2) if flip else out).contiguous().numpy()
 
 
@@ -100,7 +100,7 @@ def eval_crop(image: torch.Tensor, size: int) -> torch.Tensor:
         new_w, new_h = short, int(short * height / width)
     else:
         new_w, new_h = int(short * width / height), short
-    resized = resize_region(image, (0, 0, width, height), 0, (new_h, new_w))
+    resized = resize_region(image, (0, 0, width, height), (new_h, new_w))
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return resized[:, top:top + size, left:left + size]
 
@@ -115,10 +115,9 @@ def pixel_region(box: Box, width: int, height: int) -> tuple[int, int, int, int]
     return left, top, right, bottom
 
 
-def resize_region(image: torch.Tensor, box: Box, size: int,
-                  shape: tuple[int, int] | None = None) -> torch.Tensor:
-    """uint8 [3, size, size] (or [3, *shape]): the box of a uint8 [3, H, W] image, resized
-    (bilinear, antialiased). On the CPU in uint8 and channels-last layout (torch's fast path);
+def resize_region(image: torch.Tensor, box: Box, shape: tuple[int, int]) -> torch.Tensor:
+    """uint8 [3, *shape]: the box of a uint8 [3, H, W] image, resized (bilinear,
+    antialiased). On the CPU in uint8 and channels-last layout (torch's fast path);
     on a GPU in float32, rounded back."""
     left, top, right, bottom = pixel_region(box, image.shape[2], image.shape[1])
     region = image[None, :, top:bottom, left:right]
@@ -126,7 +125,7 @@ def resize_region(image: torch.Tensor, box: Box, size: int,
         region = region.float()
     else:
         region = region.contiguous(memory_format=torch.channels_last)
-    out = F.interpolate(region, size=shape or (size, size), mode="bilinear",
+    out = F.interpolate(region, size=shape, mode="bilinear",
                         align_corners=False, antialias=True)[0]
     return out.round().clamp(0, 255).to(torch.uint8) if out.is_floating_point() else out
 

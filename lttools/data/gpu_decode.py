@@ -57,6 +57,6 @@ def decode_batch(payloads: list[torch.Tensor], boxes: torch.Tensor, flips: torch
     if jpeg:
         decoded = decode_jpeg([payloads[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)
         for i, img in zip(jpeg, decoded):
-            x = resize_region(img, tuple(boxes[i].tolist()), size)
+            x = resize_region(img, tuple(boxes[i].tolist()), (size, size))
             out[i] = x.flip(2) if flips[i] else x
     return out
