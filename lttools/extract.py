@@ -139,10 +139,9 @@ def partial_dir(out: Path) -> Path:
     return out.parent / f".partial-{out.name}"
 
 
-def _fingerprint(cfg: ExtractConfig, checkpoint: Path, splits: AnySplits) -> dict:
+def _fingerprint(cfg: ExtractConfig, checkpoint_sha256: str, splits: AnySplits) -> dict:
     recipe = {k: v for k, v in asdict(cfg).items() if k not in RUNTIME_ONLY}
-    return {**recipe, "checkpoint_sha256": sha256_file(checkpoint),
-            "data": {k: v for k, v in splits.meta.items()},
+    return {**recipe, "checkpoint_sha256": checkpoint_sha256, "data": dict(splits.meta),
             "sizes": {s: splits.size(s) for s in SPLITS}}
 
 
@@ -195,20 +194,20 @@ def extract_to_store(saved: SavedBackbone, splits: AnySplits, checkpoint: str | 
     head for these classes gets one fitted on the clean training features (cfg.head_*)."""
     cfg.validate()
     ctx = ctx or DistContext()
-    out, checkpoint = Path(out), Path(checkpoint)
+    out, checkpoint_sha256 = Path(out), sha256_file(checkpoint)
     folder = partial_dir(out)
-    _open_partial(folder, _fingerprint(cfg, checkpoint, splits), ctx)
+    _open_partial(folder, _fingerprint(cfg, checkpoint_sha256, splits), ctx)
     resumed = compute_chunks(saved, splits, cfg, folder, ctx, quiet)
     if resumed and not quiet:
         print(f"resumed: {resumed} chunk(s) of an interrupted extraction were kept")
     ctx.barrier()
     if ctx.is_main:
-        _assemble(saved, splits, checkpoint, out, cfg, folder)
+        _assemble(saved, splits, checkpoint_sha256, out, cfg, folder)
         shutil.rmtree(folder)
     ctx.barrier()
 
 
-def _assemble(saved: SavedBackbone, splits: AnySplits, checkpoint: Path, out: Path,
+def _assemble(saved: SavedBackbone, splits: AnySplits, checkpoint_sha256: str, out: Path,
               cfg: ExtractConfig, folder: Path) -> None:
     model = saved.model
     fitted = saved.head == "missing"
@@ -222,7 +221,7 @@ def _assemble(saved: SavedBackbone, splits: AnySplits, checkpoint: Path, out: Pa
         class_counts=splits.class_counts, feature_dim=model.feature_dim)
     meta = {k: v for k, v in splits.meta.items() if k not in ("seed", "root", "packed")}
     attrs = {**meta, "data_seed": splits.meta.get("seed", 0), "arch": model.arch_name,
-             "checkpoint_sha256": sha256_file(checkpoint), "views": cfg.views,
+             "checkpoint_sha256": checkpoint_sha256, "views": cfg.views,
              "torch_version": torch.__version__.split("+")[0],
              "head_source": {"trained": "stage 1", "checkpoint": "the imported checkpoint"}.get(
                  saved.head, "fitted"),

@@ -34,6 +34,7 @@ from lttools.provenance import sha256_file
 REQUIRED = ("train_features", "train_labels", "test_features", "test_labels")
 OPTIONAL = ("val_features", "val_labels", "head_weight", "head_bias", "class_names")
 CHECK_ROWS = 65536  # finiteness is checked in slices of this many rows (bounded memory)
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry timestamps: equal contents give equal bytes
 
 
 @dataclass(frozen=True)
@@ -218,15 +219,14 @@ def export_store(store_path: str | Path, out: str | Path) -> None:
         def put(name: str, array: np.ndarray) -> None:
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
-                       buf.getvalue())
+            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME), buf.getvalue())
 
         for s in SPLITS:
             if not len(store.labels[s]) and s == "val":  # no validation split
                 entries.pop("val_labels")
                 continue
             shape = (store.views[s], len(store.labels[s]), store.feature_dim)
-            info = zipfile.ZipInfo(f"{s}_features.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info = zipfile.ZipInfo(f"{s}_features.npy", date_time=ZIP_TIME)
             with z.open(info, "w", force_zip64=True) as f:  # one view at a time
                 np.lib.format.write_array_header_2_0(
                     f, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),

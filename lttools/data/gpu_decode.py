@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lttools.data.decode import (center_box, load_crop, random_resized_box, resize_region,
-                                  sample_rng)
+from lttools.data.decode import center_box, load_crop, random_resized_box, resize_region
 from lttools.data.loader import ImageFiles
 
 
@@ -22,10 +21,9 @@ class EncodedImageFiles(ImageFiles):
     format (its decoded uint8 [3, S, S] crop, no box, flip False, label)."""
 
     def __getitem__(self, key):
-        stream, i = key if isinstance(key, tuple) else (0, key)
+        i, rng = self.index_and_rng(key)
         data = (self.packed(i) if self.packed is not None
                 else (self.root / self.paths[i]).read_bytes())
-        rng = sample_rng(self.seed, stream, i) if self.train else None
         with Image.open(io.BytesIO(data)) as img:
             fmt, mode, (width, height) = img.format, img.mode, img.size
         if fmt != "JPEG" or mode not in ("RGB", "L"):

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lttools.data.prepared import SPLITS
 from lttools.errors import LTError, unknown_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm", ".pbm")
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -36,10 +37,14 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, key: Key | int):
+    def index_and_rng(self, key: Key | int) -> tuple[int, np.random.Generator | None]:
+        """The sample's index, and (for training crops) the generator its key seeds."""
         stream, i = key if isinstance(key, tuple) else (0, key)
+        return i, sample_rng(self.seed, stream, i) if self.train else None
+
+    def __getitem__(self, key: Key | int):
+        i, rng = self.index_and_rng(key)
         source = self.packed(i) if self.packed is not None else self.root / self.paths[i]
-        rng = sample_rng(self.seed, stream, i) if self.train else None
         try:
             x = load_crop(source, self.size, self.train, rng, self.flip)
         except Exception as exc:  # noqa: BLE001 — a file damaged after prepare_data checked it

@@ -42,7 +42,7 @@ class DataConfig:
     many_above: int = MANY_ABOVE  # Many: more training images than this
     few_below: int = FEW_BELOW  # Few: fewer than this; Medium: the rest
     preset: str = ""  # image_list: imagenet_lt | inat2018 | places_lt
-    lists_dir: str = "data/lists"  # where list files are (a DVC dependency of prepare_data)
+    lists_dir: str = LISTS_DIR  # where list files are (a DVC dependency of prepare_data)
     train_list: str = ""  # image_list without a preset
     val_list: str = ""
     test_list: str = ""
