@@ -15,8 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", "lttools",
                   ".dvc/config", "models/pretrained/.gitkeep", "data/lists/.gitkeep")
-IMPORTED = ("pipelines/imported/dvc.yaml", "pipelines/imported/params.yaml",
-            "pipelines/imported/.gitignore")
+IMPORTED = ("examples/imported/dvc.yaml", "examples/imported/params.yaml",
+            "examples/imported/.gitignore")
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
 FAST = {"backbone": {"epochs": 2, "batch_size": 32, "device": "cpu"},
@@ -67,7 +67,7 @@ def set_param(repo: Path, dotted: str, value: Any) -> None:
 def make_repo(repo: Path, changes: dict, methods: list[str] | None = None,
               commit: bool = True, imported: bool = False) -> Path:
     """The pipeline in `repo` with FAST params, then `changes` (nested dicts), and only the
-    listed methods (all when None); with `imported`, the imported-features pipeline too; a
+    listed methods (all when None); with `imported`, the imported-features example too; a
     first commit (dvclive needs one)."""
     repo.mkdir(parents=True, exist_ok=True)
     for item in PIPELINE_FILES + (IMPORTED if imported else ()):

@@ -57,7 +57,8 @@ def closure(script: Path) -> set[str]:
     return files
 
 
-PIPELINES = [ROOT / "dvc.yaml", *sorted(ROOT.glob("pipelines/*/dvc.yaml"))]
+# the root pipeline and the templates in examples/ (outside the DVC graph, copied to be run)
+PIPELINES = [ROOT / "dvc.yaml", *sorted(ROOT.glob("examples/*/dvc.yaml"))]
 
 
 def stages() -> dict[str, tuple[Path, dict]]:
@@ -114,7 +115,7 @@ def git_tracked() -> set[str]:
     return set(out.stdout.splitlines())
 
 
-@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("pipeline", [ROOT / "dvc.yaml"], ids=["dvc.yaml"])
 def test_dvc_lock_matches_the_committed_code_and_params(pipeline):
     """`dvc status` of this checkout: a stage whose recorded code deps (files Git tracks) or
     params differ from the committed files means the metrics in Git came from other code.

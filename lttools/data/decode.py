@@ -24,6 +24,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+# lttools' own limit (data.max_image_pixels, checked on every file by prepare_data) replaces
+# PIL's decompression-bomb guard, which warns or raises without naming the file
+Image.MAX_IMAGE_PIXELS = None
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")  # 16-bit greyscale (e.g. 16-bit PNG)
+NO_FIXED_RANGE = ("I", "F")  # 32-bit integer or float pixels: no range to map to 8 bits
+
 EVAL_RESIZE = 256 / 224
 SCALE = (0.08, 1.0)
 RATIO = (3 / 4, 4 / 3)
@@ -67,6 +73,14 @@ def _open(source: bytes | str | Path) -> Image.Image:
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB: greyscale, palette, RGBA (alpha dropped), CMYK as PIL converts them; 16-bit
+    greyscale by its top 8 bits (PIL's own conversion clips it to 255)."""
+    if img.mode in SIXTEEN_BIT:
+        img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
 def load_crop(source: bytes | str | Path, size: int, train: bool, rng: np.random.Generator | None,
               flip: bool = False) -> np.ndarray:
     """uint8 [3, size, size]. train: a random resized crop and flip drawn from `rng`; else the
@@ -83,8 +97,7 @@ def load_crop(source: bytes | str | Path, size: int, train: bool, rng: np.random
             img.draft("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
             sx, sy = img.size[0] / width, img.size[1] / height
             box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-    if img.mode != "RGB":
-        img = img.convert("RGB")  # grayscale, palette, RGBA (alpha dropped), CMYK
+    img = to_rgb(img)
     pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)  # [3, H, W]
     out = resize_region(pixels, box, (size, size)) if train else eval_crop(pixels, size)
     return (out.flip(2) if flip else out).contiguous().numpy()
@@ -143,7 +156,7 @@ def reencode(source: bytes | str | Path, shorter_side: int, quality: int = 90) -
     scale = shorter_side / min(width, height)
     if img.format == "JPEG" and scale < 0.5:
         img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-    img = img.convert("RGB")
+    img = to_rgb(img)
     if scale < 1:
         img = img.resize((max(1, round(width * scale)), max(1, round(height * scale))),
                          Image.Resampling.BILINEAR, reducing_gap=None)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lttools.data.images import (ImageSplit, check_files, check_labels, check_sizes,
-                                 class_folders, list_files, preset, read_list, scan_folder)
+from lttools.data.images import (ImageSplit, check_disjoint, check_files, check_labels,
+                                 check_sizes, class_folders, list_files, preset, read_list,
+                                 scan_folder)
 from lttools.data.longtail import carve_validation, split_long_tailed
 from lttools.data.prepared import SPLITS, AnySplits, DataConfig, FileSplits, Splits
 from lttools.data.sources import LOADERS, load_raw
@@ -69,7 +70,8 @@ def _sources(cfg: DataConfig, root: Path) -> tuple[dict[str, ImageSplit | None],
             raise LTError(f"data.root = {root} must hold train/ and test/ (and optionally val/), "
                           "each with one folder per class: the torchvision ImageFolder layout")
         names = class_folders(root / "train")
-        src = {s: scan_folder(root / s, names) if (root / s).is_dir() else None for s in SPLITS}
+        src = {s: scan_folder(root / s, names, every_class=s == "train") if (root / s).is_dir()
+               else None for s in SPLITS}
         return src, len(names), names, {}
     files = list_files(cfg.lists_dir, cfg.train_list, cfg.val_list, cfg.test_list, cfg.preset)
     src = {s: read_list(p) if p is not None else None for s, p in files.items()}
@@ -98,6 +100,7 @@ def prepare_files(cfg: DataConfig, quiet: bool = True) -> FileSplits:
     for s, entries in src.items():
         if entries is not None:
             check_labels(s, entries, k)
+    check_disjoint(src)
     if src["test"] is None or not src["test"].paths:
         raise LTError(f"{cfg.dataset}: the test split is empty")
     train_ix, val_ix = select(src["train"].labels, k, cfg, val_given=src["val"] is not None)
@@ -105,7 +108,8 @@ def prepare_files(cfg: DataConfig, quiet: bool = True) -> FileSplits:
               "val": src["val"] if src["val"] is not None else _take(src["train"], val_ix)}
     sizes, mtimes = {}, {}
     for s in SPLITS:
-        sizes[s], mtimes[s] = check_files(root, chosen[s], quiet=quiet)
+        sizes[s], mtimes[s] = check_files(root, chosen[s], quiet=quiet,
+                                          max_pixels=cfg.max_image_pixels)
     manifest = hashlib.sha256()
     for s in SPLITS:
         manifest.update(json.dumps([chosen[s].paths, chosen[s].labels.tolist(),

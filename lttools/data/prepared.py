@@ -25,6 +25,7 @@ LONGTAILS = ("exponential", "given")
 FILE_DATASETS = ("image_folder", "image_list")
 PACKED_FILE = "images.h5"
 LISTS_DIR = "data/lists"  # list files live here: DVC watches this folder, never the images
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's decompression-bomb limit (~256 MiB of RGB)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class DataConfig:
     num_classes: int = 0  # image_list without a preset: 0 = largest label + 1
     image_size: int = 224  # image files: the crop stage 1 and extraction feed the backbone
     pack: bool = False  # image files: also write the images re-encoded at a reduced size
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # image files: a larger image is refused, named
 
     def validate(self) -> None:
         if self.longtail not in LONGTAILS:
@@ -68,6 +70,7 @@ class DataConfig:
         check_range("data.many_above", self.many_above, low=self.few_below)
         check_range("data.image_size", self.image_size, low=8)
         check_range("data.num_classes", self.num_classes, low=0)
+        check_range("data.max_image_pixels", self.max_image_pixels, low=1)
         lists = Path(self.lists_dir).as_posix()
         if lists != LISTS_DIR and not lists.startswith(LISTS_DIR + "/"):
             raise LTError(f"data.lists_dir = {self.lists_dir!r} lies outside {LISTS_DIR}/, the "
