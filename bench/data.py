@@ -75,6 +75,20 @@ def throughput(loader, batches: int) -> float:
     return seen / (time.perf_counter() - t0)
 
 
+def timed_batches(images: int, batch: int, wanted: int) -> int:
+    """As many of the `wanted` timed batches as the images allow after two warm-up batches
+    (the loaders go through the images once); too few images for one is refused."""
+    available = images // batch - 2
+    if available < 1:
+        raise SystemExit(f"{images:,} training images make {images // batch} batches of "
+                         f"{batch}: too few to time one after two warm-up batches; give --images "
+                         f"of at least {3 * batch:,} or a smaller --batch")
+    if available < wanted:
+        print(f"timing {available} batches, not {wanted}: {images:,} training images make "
+              f"{images // batch} batches of {batch}, 2 of them warm-up")
+    return min(wanted, available)
+
+
 def speed(root: Path, workers: int, batch: int, batches: int, pack_workers: int) -> None:
     import torch
     from torch.utils.data import DataLoader
@@ -87,6 +101,7 @@ def speed(root: Path, workers: int, batch: int, batches: int, pack_workers: int)
     reference = datasets.ImageFolder(str(root / "train"), T.Compose([
         T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
         T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]))
+    batches = timed_batches(len(reference), batch, batches)
     ref = throughput(DataLoader(reference, batch_size=batch, shuffle=True, num_workers=workers,
                                 persistent_workers=True), batches)
     splits = prepared(root, pack=False)

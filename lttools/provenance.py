@@ -73,7 +73,8 @@ def store_provenance(store_path: Path, attrs: dict[str, Any]) -> dict[str, Any]:
         "backbone": {"arch": attrs.get("arch"), "checkpoint_sha256": attrs.get("checkpoint_sha256"),
                      "feature_dim": attrs.get("feature_dim"),
                      "head": attrs.get("head_source", "stage-1 head")},
-        "data": {k: attrs.get(k) for k in (*SUBSET_ATTRS, "raw_sha256") if k in attrs},
+        "data": {k: attrs.get(k) for k in (*SUBSET_ATTRS, "validation", "raw_sha256")
+                 if k in attrs},
         "extracted_with_torch": attrs.get("torch_version"),
         "versions": versions(),
     }

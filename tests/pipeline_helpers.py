@@ -77,15 +77,30 @@ def make_repo(repo: Path, changes: dict, methods: list[str] | None = None,
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, dst)
-    params = merge(merge(yaml.safe_load((repo / "params.yaml").read_text()), FAST), changes)
-    if methods is not None:
-        params["methods"] = {k: v for k, v in params["methods"].items() if k in methods}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shrink_params(repo, changes, methods)
     git(repo, "init", "-q")
     if commit:
         git(repo, "add", "-A")
         git(repo, "commit", "-qm", "lttools")
     return repo
+
+
+def shrink_params(repo: Path, changes: dict, methods: list[str] | None = None) -> None:
+    """FAST params, then `changes` (nested dicts), and only the listed methods (all when None)."""
+    params = merge(merge(yaml.safe_load((repo / "params.yaml").read_text()), FAST), changes)
+    if methods is not None:
+        params["methods"] = {k: v for k, v in params["methods"].items() if k in methods}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def fresh_clone(dest: Path, changes: dict, methods: list[str] | None = None) -> Path:
+    """`git clone` of this project's committed HEAD, exactly what a user gets (every file Git
+    holds: examples, presets, the committed dvc.lock and metrics), with shrunk params."""
+    out = subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], env=env(),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    shrink_params(dest, changes, methods)
+    return dest
 
 
 def check_metric_values(name: str, metrics: dict[str, Any]) -> None:

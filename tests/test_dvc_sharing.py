@@ -1,11 +1,13 @@
-"""Sharing results: a DVC remote makes a fresh clone up to date without re-running anything,
-commits compare method by method, and queued experiments reach the raw data they need."""
+"""Sharing results, starting where a user starts, from a `git clone` of the project: after the
+pipeline has run its status is clean; a DVC remote makes another fresh clone up to date without
+re-running anything; commits compare method by method; queued experiments reach the raw data
+they need."""
 import json
 
 import pytest
 
 from fixtures import make_fashion_mnist
-from pipeline_helpers import dvc, git, make_repo, set_param
+from pipeline_helpers import dvc, fresh_clone, git, set_param
 
 pytestmark = pytest.mark.slow
 SMALL = {"data": {"root": "data/raw", "imb_ratio": 20, "max_per_class": 60, "val_per_class": 10},
@@ -14,12 +16,13 @@ SMALL = {"data": {"root": "data/raw", "imb_ratio": 20, "max_per_class": 60, "val
 
 @pytest.fixture(scope="module")
 def clone_a(tmp_path_factory):
-    """Clone A: raw data in the (git-ignored) data/raw, the pipeline run and committed, its
-    cached outputs pushed to a local-directory remote."""
-    a = tmp_path_factory.mktemp("a")
+    """Clone A: a fresh clone of the project, raw data in the (git-ignored) data/raw, the
+    pipeline run (`dvc repro`, as `make demo` runs it) and clean, committed, its cached outputs
+    pushed to a local-directory remote."""
+    a = fresh_clone(tmp_path_factory.mktemp("clones") / "a", SMALL, methods=["ce", "los"])
     make_fashion_mnist(a / "data" / "raw", per_class=80, test_per_class=10)
-    make_repo(a, SMALL, methods=["ce", "los"])
     dvc(a, "repro")
+    assert json.loads(dvc(a, "status", "--json")) == {}  # every pipeline in the clone is up to date
     dvc(a, "remote", "add", "-d", "shared", str(tmp_path_factory.mktemp("remote")))
     git(a, "add", "-A")
     git(a, "commit", "-qm", "results")

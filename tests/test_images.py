@@ -55,6 +55,7 @@ def test_a_given_validation_folder_is_used(tmp_path):
     root = make_image_folder(tmp_path / "imgs", train=(12, 8), test=3, val=4)
     splits = prepare(folder_cfg(root, val_per_class=2))
     assert splits.size("val") == 8 and all(p.startswith("val/") for p in splits.paths["val"])
+    assert splits.meta["validation"] == "given"
     assert splits.class_counts.tolist() == [12, 8]
 
 

@@ -2,8 +2,10 @@
 naming, produced here by renaming our own modules to those schemes (the inverse maps are
 written out below by hand), loads back to the same tensors; a head for another class count is
 left out; bad checkpoints are errors naming the key and the shapes."""
+import argparse
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -169,11 +171,82 @@ def test_not_a_state_dict(tmp_path, contents, needle):
 
 
 def test_a_pickled_module_is_not_unpickled(tmp_path):
-    """weights_only=True: a checkpoint that pickles code (here a whole module) is refused."""
+    """weights_only=True: a checkpoint that pickles code (here a whole module, as the LOS
+    paper's stage 1 saves) is refused, naming the class and how to re-save the weights."""
     with open(tmp_path / "module.pth", "wb") as f:
         torch.save(torch.nn.Linear(2, 2), f)
-    with pytest.raises(LTError, match="cannot be read as a weights-only checkpoint"):
+    with pytest.raises(LTError) as err:
         read_checkpoint(tmp_path / "module.pth", _random_model("resnet32"))
+    text = str(err.value)
+    assert "it holds a torch.nn.modules.linear.Linear object, which torch.load(weights_only=True)" \
+           " refuses" in text
+    assert "lttools loads only state dicts" in text
+    assert "`torch.save(model.state_dict(), 'weights.pth')`" in text
+    assert "\x1b" not in text and text.endswith("`")  # no colour codes, not cut mid-word
     (tmp_path / "garbage.pth").write_bytes(pickle.dumps("not a checkpoint", protocol=2)[:5])
-    with pytest.raises(LTError, match="garbage.pth cannot be read"):
+    with pytest.raises(LTError, match="garbage.pth cannot be read as a checkpoint"):
         read_checkpoint(tmp_path / "garbage.pth", _random_model("resnet32"))
+
+
+def _usable(model):
+    """_random_model with positive BatchNorm variances, so that its outputs are numbers."""
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_var"):
+                buf.abs_().add_(0.5)
+    return model
+
+
+def _outputs(model, seed=0):
+    assert torch.isfinite(next(model.parameters())).all()
+    torch.manual_seed(seed)
+    x = torch.rand(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        return model(x)
+
+
+def test_a_mislas_stage1_checkpoint_with_its_numpy_ece(tmp_path):
+    """MiSLAS's train_stage1.py saves epoch, the model and classifier state dicts under
+    DataParallel, best_acc1 (a tensor) and its_ece (a numpy float64)."""
+    source = _usable(_random_model("resnet32"))
+    body, head = head_apart(cifar_to_reference(source.state_dict(), "resnet32", downsample=False))
+    torch.save({"epoch": 200, "state_dict_model": prefixed(body, "module."),
+                "state_dict_classifier": prefixed(head, "module."),
+                "best_acc1": torch.tensor(41.3), "its_ece": np.float64(0.1234)},
+               tmp_path / "mislas.pth.tar")
+    target = _random_model("resnet32", seed=1)
+    load_into(target, read_checkpoint(tmp_path / "mislas.pth.tar", target))
+    out = _outputs(target)
+    assert torch.isfinite(out).all() and torch.equal(out, _outputs(source))
+
+
+def test_a_torchvision_references_checkpoint_with_its_args(tmp_path):
+    """torchvision's references/classification/train.py saves model, optimizer, lr_scheduler,
+    epoch and args (an argparse.Namespace)."""
+    source = _usable(_random_model("resnet18"))
+    optimizer = torch.optim.SGD(source.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 30)
+    args = argparse.Namespace(model="resnet18", lr=0.1, epochs=90, data_path="/data/in1k",
+                              weights=None, amp=False)
+    torch.save({"model": torchvision_names(source.state_dict()), "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(), "epoch": 89, "args": args},
+               tmp_path / "checkpoint.pth")
+    target = _random_model("resnet18", seed=1)
+    load_into(target, read_checkpoint(tmp_path / "checkpoint.pth", target))
+    out = _outputs(target)
+    assert torch.isfinite(out).all() and torch.equal(out, _outputs(source))
+
+
+def test_a_torchvision_arch_with_encoder_parameters(tmp_path):
+    """vit_b_32's own parameters begin with `encoder.`: kept, not stripped as a prefix."""
+    source = _random_model("vit_b_32")
+    sd = torchvision_names(source.state_dict())
+    assert any(k.startswith("encoder.") for k in sd)
+    torch.save({"model": sd, "args": argparse.Namespace(model="vit_b_32")}, tmp_path / "vit.pth")
+    target = _random_model("vit_b_32", seed=1)
+    load_into(target, read_checkpoint(tmp_path / "vit.pth", target))
+    x = torch.rand(1, 3, 224, 224)
+    source.eval(), target.eval()
+    with torch.no_grad():
+        assert torch.equal(target(x), source(x))

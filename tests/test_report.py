@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lttools.report.build import build_report
-from lttools.report.leaderboard import markdown
+from lttools.report.leaderboard import markdown, subset_words
 from lttools.report.load import load_results
 from lttools.retrain.plan import make_plan
 from lttools.retrain.summary import summarize
@@ -126,7 +126,8 @@ def test_leaderboard_and_report_show_the_backbone_and_warn_when_it_differs(metri
     for key in ("ce", "los", "crt"):
         _set_provenance(metrics_root, key, "a" * 64)
     md = markdown(load_results(["ce", "los", "crt"], metrics_root))
-    assert "Backbone: resnet32 (64-d features) on fashion_mnist (imb_ratio 100.0" in md
+    assert ("Backbone: resnet32 (64-d features) on fashion_mnist (imb_ratio 100, max_per_class "
+            "500, val_per_class 100, selection first)") in md
     assert "checkpoint sha256 aaaaaaaaaaaaaaaa" in md and "Warning" not in md
     _set_provenance(metrics_root, "crt", "b" * 64)
     md = markdown(load_results(["ce", "los", "crt"], metrics_root))
@@ -134,3 +135,14 @@ def test_leaderboard_and_report_show_the_backbone_and_warn_when_it_differs(metri
     page = build_report(["ce", "los", "crt"], metrics_root, tmp_path / "reports",
                         tmp_path / "leaderboard.md").read_text()
     assert "Backbone: resnet32" in page and "not all trained on the same backbone" in page
+
+
+def test_the_subset_line_says_what_was_used():
+    """A measured imbalance ratio is rounded; a given validation split is named as such, not
+    as the val_per_class param it made irrelevant."""
+    given = {"imb_ratio": 52.857142857142854, "max_per_class": 370, "val_per_class": 100,
+             "selection": "first", "validation": "given"}
+    assert subset_words(given) == ["imb_ratio 52.86", "max_per_class 370",
+                                   "validation split given", "selection first"]
+    assert "val_per_class 20" in subset_words({**given, "validation": "carved",
+                                               "val_per_class": 20})

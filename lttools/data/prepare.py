@@ -115,6 +115,7 @@ def prepare_files(cfg: DataConfig, quiet: bool = True) -> FileSplits:
         manifest.update(json.dumps([chosen[s].paths, chosen[s].labels.tolist(),
                                     sizes[s].tolist(), mtimes[s].tolist()]).encode())
     meta = {**base_meta(cfg, chosen["train"].labels, k), "root": str(cfg.root),
+            "validation": "given" if src["val"] is not None else "carved",
             "image_size": int(cfg.image_size), "packed": bool(cfg.pack),
             "list_sha256": json.dumps(list_sha, sort_keys=True),
             "manifest_sha256": manifest.hexdigest()}

@@ -1,14 +1,18 @@
 """Someone else's checkpoint into an lttools backbone.
 
-Read with `torch.load(weights_only=True)`: a bare state dict, or one under `state_dict`,
+Read with `torch.load(weights_only=True)`, which allows tensors and plain containers; of other
+objects only the harmless ones that references store beside the weights: numpy scalars and
+dtypes (MiSLAS's `its_ece`) and `argparse.Namespace` (torchvision's `args`). A bare state dict, or one under `state_dict`,
 `model`, `net`, `state_dict_best` or `model_state_dict`; a backbone and a head saved apart
 (classifier-balancing's `feat_model` / `classifier`, MiSLAS's `state_dict_model` /
 `state_dict_classifier`) are merged. Key names are mapped to lttools' own:
 
-- wrappers: `module.` (DataParallel / DDP), `encoder.` (weight balancing / the LOS paper),
-  `backbone.`, `model.`, `_orig_mod.` (torch.compile) prefixes are dropped;
+- wrappers: `module.` (DataParallel / DDP), `backbone.`, `model.`, `_orig_mod.`
+  (torch.compile) prefixes are dropped, and `encoder.` (weight balancing's ResNet-34) for the
+  CIFAR archs only: torchvision models such as `vit_b_32` have parameters of that name;
 - the head: `fc`, `linear` (LDAM-DRW), `classifier`, `classifier.fc` (MiSLAS), `head` -> `fc`;
-- CIFAR ResNets (LDAM-DRW / MiSLAS ResNet-32, weight balancing / LOS ResNet-34):
+- CIFAR ResNets (LDAM-DRW / MiSLAS ResNet-32, weight balancing / LOS ResNet-34; the LOS
+  paper's keys carry no prefix):
   `conv1`, `bn1` -> `stem.0`, `stem.1`; `layer{s}.{j}` -> `layers.{i}`; `downsample` ->
   `shortcut`;
 - torchvision models keep torchvision's names under `net.`, their head becomes `fc`.
@@ -20,11 +24,13 @@ with the expected and the found shape.
 """
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lttools.errors import LTError
@@ -32,7 +38,8 @@ from lttools.models.normalized import NormalizedBackbone
 
 WRAPPERS = ("state_dict", "model", "net", "state_dict_best", "model_state_dict")
 APART = (("feat_model", "classifier"), ("state_dict_model", "state_dict_classifier"))
-PREFIXES = ("module.", "encoder.", "backbone.", "model.", "_orig_mod.")
+PREFIXES = ("module.", "backbone.", "model.", "_orig_mod.")
+CIFAR_PREFIXES = PREFIXES + ("encoder.",)  # weight balancing's ResNet-34 keeps its net there
 HEAD_NAMES = ("classifier.fc.", "linear.", "classifier.", "head.", "fc.")
 
 
@@ -49,30 +56,31 @@ def _is_state_dict(obj: Any) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def _strip(key: str) -> str:
+def _strip(key: str, prefixes: tuple[str, ...]) -> str:
     changed = True
     while changed:
         changed = False
-        for prefix in PREFIXES:
+        for prefix in prefixes:
             if key.startswith(prefix):
                 key, changed = key[len(prefix):], True
     return key
 
 
-def unwrap(obj: Any, source: str) -> dict[str, tuple[str, torch.Tensor]]:
-    """canonical key (wrappers stripped) -> (the file's key, tensor)."""
+def unwrap(obj: Any, source: str,
+           prefixes: tuple[str, ...] = PREFIXES) -> dict[str, tuple[str, torch.Tensor]]:
+    """canonical key (wrapper prefixes stripped) -> (the file's key, tensor)."""
     if _is_state_dict(obj):
-        return {_strip(k): (k, v) for k, v in obj.items()}
+        return {_strip(k, prefixes): (k, v) for k, v in obj.items()}
     if isinstance(obj, dict):
         for body, head in APART:
             if body in obj and head in obj:  # the head's own keys: `fc.*`, or a bare Linear's
-                out = unwrap(obj[body], source)
+                out = unwrap(obj[body], source, prefixes)
                 out.update({(k if k.startswith(HEAD_NAMES) else f"fc.{k}"): (f"{head}/{orig}", v)
-                            for k, (orig, v) in unwrap(obj[head], source).items()})
+                            for k, (orig, v) in unwrap(obj[head], source, prefixes).items()})
                 return out
         for key in WRAPPERS:
             if key in obj:
-                return unwrap(obj[key], source)
+                return unwrap(obj[key], source, prefixes)
     what = (f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict)
             else f"a {type(obj).__name__}")
     raise LTError(f"{source} is not a state dict (it holds {what}); lttools reads a state dict, "
@@ -144,17 +152,47 @@ def map_weights(raw: dict[str, tuple[str, torch.Tensor]], model: NormalizedBackb
     return ImportedWeights(state, has_head, names, note)
 
 
+def _safe_globals() -> list:
+    """What references store beside their weights and torch.load(weights_only=True) refuses
+    by default, though it cannot run code: numpy scalars and dtypes, argparse.Namespace."""
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import scalar
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    return [argparse.Namespace, np.dtype, *dtypes, (scalar, "numpy.core.multiarray.scalar"),
+            (scalar, "numpy._core.multiarray.scalar")]
+
+
+def _refusal(path: Path, exc: Exception) -> LTError:
+    """What torch refused, in words: the class it would not unpickle, or the first sentence of
+    its message, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+    if found:
+        what = (f"it holds a {found[1]} object, which torch.load(weights_only=True) refuses "
+                "(unpickling an object can run code)")
+    else:
+        detail = re.sub(r"\s+", " ", text.split("WeightsUnpickler error:")[-1]).strip()
+        what = f"{type(exc).__name__}: {detail.split('. ')[0].rstrip('.')}"
+    return LTError(f"{path} cannot be read as a checkpoint: {what}. lttools loads only state "
+                   "dicts, safely (tensors, numbers, strings, lists, dicts; numpy scalars and "
+                   "argparse.Namespace beside them). Re-save the weights where they load: "
+                   "`torch.save(model.state_dict(), 'weights.pth')`")
+
+
 def read_checkpoint(path: str | Path, model: NormalizedBackbone) -> ImportedWeights:
     path = Path(path)
     if not path.exists():
         raise LTError(f"backbone.init: {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 — a foreign, damaged or pickled-code file
-        raise LTError(f"{path} cannot be read as a weights-only checkpoint "
-                      f"({type(exc).__name__}: {str(exc)[:200]}); lttools loads state dicts "
-                      "with torch.load(weights_only=True)") from exc
-    return map_weights(unwrap(obj, str(path)), model, str(path))
+        raise _refusal(path, exc) from exc
+    torchvision = getattr(model, "head_name", None) is not None
+    raw = unwrap(obj, str(path), PREFIXES if torchvision else CIFAR_PREFIXES)
+    return map_weights(raw, model, str(path))
 
 
 def load_into(model: NormalizedBackbone, weights: ImportedWeights) -> None:

@@ -43,6 +43,18 @@ def rows(results: list[MethodResult]) -> list[list[str]]:
     return out
 
 
+def subset_words(data: dict) -> list[str]:
+    """The data subset as it was used: the imbalance ratio rounded, and the validation split a
+    given one (a folder or list) or the last val_per_class images of each class."""
+    words = [f"imb_ratio {data['imb_ratio']:.4g}"] if "imb_ratio" in data else []
+    words += [f"max_per_class {data['max_per_class']}"] if "max_per_class" in data else []
+    if data.get("validation") == "given":
+        words.append("validation split given")
+    elif "val_per_class" in data:
+        words.append(f"val_per_class {data['val_per_class']}")
+    return words + ([f"selection {data['selection']}"] if "selection" in data else [])
+
+
 def backbone_lines(results: list[MethodResult]) -> list[str]:
     """What the methods were ranked on, from their recorded provenance; a warning when they
     were not all trained on the same backbone and features."""
@@ -53,8 +65,7 @@ def backbone_lines(results: list[MethodResult]) -> list[str]:
              r.details["provenance"].get("features_sha256")) for r in ranked_}
     prov = ranked_[0].details["provenance"]
     bb, data, ver = prov["backbone"], prov.get("data", {}), prov.get("versions", {})
-    subset = ", ".join(f"{k} {data[k]}" for k in ("imb_ratio", "max_per_class", "val_per_class",
-                                                 "selection") if k in data)
+    subset = ", ".join(subset_words(data))
     ckpt = bb.get("checkpoint_sha256") or "none (imported features)"
     lines = [f"Backbone: {bb.get('arch')} ({bb.get('feature_dim')}-d features) on "
              f"{data.get('dataset')} ({subset}); checkpoint sha256 {ckpt[:16]}, features sha256 "
