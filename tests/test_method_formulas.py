@@ -6,11 +6,13 @@ added to the registry without its formula here fails `test_every_method_has_its_
 The batch: K = 3 classes, D = 2 features, 4 samples, training counts 6 / 3 / 1.
 """
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from lttools.errors import LTError
 from lttools.retrain.heads import HEADS
 from lttools.retrain.plan import make_plan
 from lttools.retrain.registry import all_methods, get_method
@@ -147,7 +149,13 @@ SAMPLING = {
 }
 
 # Class-aware samplers: samples per class visit (classifier-balancing: 4; MiSLAS: 1).
-CLASS_AWARE = {"crt": 4, "lws": 4, "mislas": 1}
+# Class-aware sampling: samples per class visit (classifier-balancing's ClassAwareSampler and
+# MiSLAS's copy of it: num_samples_cls=4), and the steps of an epoch of N samples at batch B
+# as each reference's training loop counts them before it breaks.
+CLASS_AWARE = {"crt": 4, "lws": 4, "mislas": 4}
+REFERENCE_STEPS = {"crt": lambda n, b: int(n / b),  # run_networks.py: step == epoch_steps
+                   "lws": lambda n, b: int(n / b),
+                   "mislas": lambda n, b: int(np.ceil(n / b)) + 1}  # train_stage2.py: i > end_steps
 
 
 def tau_norm_head(tau=0.7):
@@ -214,25 +222,44 @@ def test_sampling_distribution_matches_the_formula(name):
 
 @pytest.mark.parametrize("name", sorted(CLASS_AWARE))
 def test_class_aware_sampling_as_the_reference_draws(name):
-    """An epoch is n_max x K samples; classes are visited in cycles (each class once per K
-    visits), `per_visit` samples a visit; within a class, samples come without repetition
-    until the class is used up."""
+    """An epoch is the reference's number of steps x the batch size (never more than the
+    sampler's n_max x K); classes are visited in cycles (each class once per K visits) that
+    carry over from epoch to epoch, `per_visit` samples a visit; within a class, samples come
+    without repetition until the class is used up. `epoch_size: cycle` runs n_max x K."""
     labels = torch.tensor(np.repeat(np.arange(K), COUNTS))
-    per_visit = CLASS_AWARE[name]
+    n, per_visit, batch = len(labels), CLASS_AWARE[name], 4
     plan = _plan(name)
-    idx = EpochSampler(plan.method, labels, [torch.Generator().manual_seed(3)]).epoch(
-        None, {}, 0, 10)[0]
-    assert len(idx) == COUNTS.max() * K
-    lab = labels[idx].numpy()
-    visits = lab[: len(lab) // per_visit * per_visit].reshape(-1, per_visit)
-    assert (visits == visits[:, :1]).all()  # a visit stays in one class
-    classes = visits[:, 0]
+    sampler = EpochSampler(plan.method, labels, [torch.Generator().manual_seed(3)], batch)
+    size = min(REFERENCE_STEPS[name](n, batch) * batch, COUNTS.max() * K)
+    epochs = [sampler.epoch(None, {}, e, 10)[0] for e in range(4)]
+    assert [len(i) for i in epochs] == [size] * 4
+    classes = []
+    for idx in epochs:
+        lab = labels[idx].numpy()
+        visits = [lab[i:i + per_visit] for i in range(0, len(lab), per_visit)]
+        assert all((v == v[0]).all() for v in visits)  # a visit stays in one class
+        classes += [int(v[0]) for v in visits]
     for start in range(0, len(classes) - K + 1, K):  # every cycle visits every class once
         assert sorted(classes[start:start + K]) == list(range(K))
+    stream = torch.cat(epochs)
     for c in range(K):  # within a class: a full pass before any sample repeats
-        mine = idx[labels[idx] == c].numpy()
+        mine = stream[labels[stream] == c].numpy()
         first_pass = mine[:COUNTS[c]]
         assert len(set(first_pass)) == len(first_pass)
+    cycle = EpochSampler(plan.method, labels, [torch.Generator().manual_seed(3)], batch, "cycle")
+    assert len(cycle.epoch(None, {}, 0, 10)[0]) == COUNTS.max() * K
+
+
+def test_class_aware_epochs_at_cifar100_lt_size():
+    """CIFAR-100-LT at IR 100 (10,847 images, n_max 500): the references' epochs are about N
+    samples, 4.6 times fewer than the sampler's n_max x K."""
+    from lttools.retrain.sampling import class_aware_epoch_size
+
+    n, cycle = 10_847, 500 * 100
+    assert class_aware_epoch_size("classifier_balancing", "reference", n, 64, cycle) == 169 * 64
+    assert class_aware_epoch_size("mislas", "reference", n, 128, cycle) == 86 * 128
+    assert class_aware_epoch_size("mislas", "cycle", n, 128, cycle) == cycle
+    assert cycle / (169 * 64) == pytest.approx(4.62, abs=0.01)
 
 
 @pytest.mark.parametrize("name", sorted(POSTHOC))
@@ -274,14 +301,71 @@ def test_starting_heads_as_their_references():
     assert (dis["v0"].abs() <= 1 / math.sqrt(2)).all() and dis["v0"][0] != dis["v0"][1]
 
 
-def test_mislas_auto_settings_follow_the_imbalance_ratio():
-    """MiSLAS's CIFAR-100-LT stage-2 configs: IR 100 -> eps 0.4 / 0.1, lr_factor 0.2; IR 50 ->
-    0.3 / 0.0, 0.1; IR 10 -> 0.2 / 0.0, 0.1."""
+def test_mislas_auto_settings_follow_its_cifar_configs():
+    """MiSLAS's config/cifar100/*_stage2_mislas.yaml: IR 100 -> eps 0.4 / 0.1, lr_factor 0.2;
+    IR 50 -> 0.3 / 0.0, 0.1; IR 10 -> 0.2 / 0.0, 0.1. config/cifar10: IR 100 -> 0.3 / 0.0,
+    0.5; IR 50 -> 0.2 / 0.0, 0.2; IR 10 -> 0.1 / 0.0, 0.2. Up to 10 classes the CIFAR-10 row."""
     from lttools.retrain.plan import resolve_auto
-    for ratio, want in ((100, (0.4, 0.1, 0.2)), (50, (0.3, 0.0, 0.1)), (10, (0.2, 0.0, 0.1)),
-                        (120, (0.4, 0.1, 0.2)), (12, (0.2, 0.0, 0.1))):
-        plan = resolve_auto(make_plan("mislas", {}, {"seeds": [0]}), [ratio, 1])
-        g = plan.grid[0]
-        assert (g["eps_head"], g["eps_tail"], g["lr_factor"]) == pytest.approx(want), ratio
+
+    def auto(counts):
+        g = resolve_auto(make_plan("mislas", {}, {"seeds": [0]}), counts).grid[0]
+        return g["eps_head"], g["eps_tail"], g["lr_factor"]
+
+    def profile(classes, ratio):
+        return [round(ratio * 5)] + [5] * (classes - 1)
+
+    for classes, ratio, want in ((100, 100, (0.4, 0.1, 0.2)), (100, 50, (0.3, 0.0, 0.1)),
+                                 (100, 10, (0.2, 0.0, 0.1)), (100, 120, (0.4, 0.1, 0.2)),
+                                 (37, 12, (0.2, 0.0, 0.1)), (10, 100, (0.3, 0.0, 0.5)),
+                                 (10, 50, (0.2, 0.0, 0.2)), (10, 10, (0.1, 0.0, 0.2)),
+                                 (3, 60, (0.2, 0.0, 0.2))):
+        assert auto(profile(classes, ratio)) == pytest.approx(want), (classes, ratio)
     assert get_method("mislas").train_defaults == {"lr": 0.1, "weight_decay": 2e-4, "epochs": 10,
                                                    "batch_size": 128}
+
+
+@pytest.mark.parametrize("classes,ratio", [(1000, 256), (8142, 500), (365, 996), (100, 256)])
+def test_mislas_auto_is_refused_where_no_cifar_config_fits(classes, ratio):
+    """ImageNet-LT, iNaturalist 2018, Places-LT are not CIFAR-100: `auto` says so and lists
+    MiSLAS's own values for them."""
+    from lttools.retrain.plan import resolve_auto
+
+    counts = [ratio * 5] + [5] * (classes - 1)
+    with pytest.raises(LTError) as err:
+        resolve_auto(make_plan("mislas", {}, {"seeds": [0]}), counts)
+    text = str(err.value)
+    assert f"this training set has {classes} classes at ratio {ratio:.4g}" in text
+    assert "ImageNet-LT: eps_head 0.3, eps_tail 0.0, lr_factor 0.05" in text
+    assert "Places-LT: eps_head 0.4, eps_tail 0.1, lr_factor 0.05" in text
+
+
+# MiSLAS's config/{imagenet,ina2018,places}/*_stage2_mislas.yaml, read there by hand:
+# smooth_head, smooth_tail, lr_factor, batch_size, weight_decay (lr 0.1, 10 epochs in all)
+MISLAS_PRESETS = {"imagenet_lt": (0.3, 0.0, 0.05, 256, 5e-4),
+                  "inat2018": (0.3, 0.0, 0.05, 256, 1e-4),
+                  "places_lt": (0.4, 0.1, 0.05, 256, 5e-4)}
+
+
+@pytest.mark.parametrize("preset", sorted(MISLAS_PRESETS))
+def test_presets_give_mislas_its_own_config(preset):
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "presets" / f"{preset}.yaml")
+                            .read_text())
+    plan = make_plan("mislas", params["methods"]["mislas"], params["retrain"])
+    g = plan.grid[0]
+    head, tail, factor, batch, wd = MISLAS_PRESETS[preset]
+    assert (g["eps_head"], g["eps_tail"], g["lr_factor"]) == pytest.approx((head, tail, factor))
+    assert (plan.batch_size, g["weight_decay"], g["lr"], plan.epochs) == \
+        (batch, pytest.approx(wd), pytest.approx(0.1), 10)
+
+
+def test_ldam_evaluates_the_raw_cosine_its_model_outputs():
+    """LDAM-DRW's NormedLinear outputs cos(x, w_j); the scale s enters only LDAMLoss. What
+    evaluation sees (accuracy, ECE, LoMa, RSD) is the cosine, not s x cosine."""
+    plan, hp, counts, params, frozen, x, y = _tensors("ldam_drw")
+    got = HEADS[plan.method.head].logits(params, frozen, x, hp)[0].numpy()
+    cos = (X / np.linalg.norm(X, axis=1, keepdims=True)) @ \
+        (W / np.linalg.norm(W, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(got, cos, rtol=1e-5)
+    assert np.abs(got).max() <= 1

@@ -70,7 +70,8 @@ class LinearWithScaling:
 
 
 class Cosine:
-    """Normalised (cosine) head, as LDAM uses: scale * cos(x, w_j); no bias."""
+    """Normalised (cosine) head, as LDAM-DRW's NormedLinear: cos(x, w_j), no bias. These are
+    the logits it predicts and is evaluated with; the scale s enters only its training loss."""
 
     def init(self, w0, b0, heads, reinit, gens) -> Params:
         return {"w": w0.expand(heads, -1, -1).clone()}
@@ -78,7 +79,7 @@ class Cosine:
     def logits(self, p, frozen, x, hp):
         xn = F.normalize(x, dim=-1)
         wn = F.normalize(p["w"], dim=-1)
-        return hp["scale"][:, None, None] * torch.matmul(xn, wn.transpose(-1, -2))
+        return torch.matmul(xn, wn.transpose(-1, -2))
 
     def linear(self, p, frozen):
         return None

@@ -6,9 +6,12 @@ import torch.nn.functional as F
 
 from lttools.retrain import pieces as P
 from lttools.retrain.registry import Method, Param, register
+from lttools.retrain.sampling import EPOCH_SIZES
 
 EPS = Param(0.98, "label-smoothing epsilon: target (1-eps) onehot + eps/K", 0, 1, True, False)
 BETA = Param(0.9999, "effective-number beta; -> 1 gives inverse frequency", 0, 1, True, False)
+EPOCH_SIZE = Param("reference", "reference: an epoch of about N samples, as the reference's "
+                   "loop stops it; cycle: the sampler's whole n_max x K", choices=EPOCH_SIZES)
 
 
 def _cb_weights(counts, hp, epoch, epochs):
@@ -39,10 +42,10 @@ register(Method(
 
 # cRT and LWS as classifier-balancing's ImageNet-LT configs (cls_crt.yaml, cls_lws.yaml): SGD
 # lr 0.2 at batch 512 (0.025 at our 64), weight decay 5e-4, cosine, class-aware sampling with
-# 4 samples per class visit; 10 epochs (cRT), 5 epochs (LWS).
+# 4 samples per class visit, an epoch of int(N / batch) steps; 10 epochs (cRT), 5 epochs (LWS).
 register(Method(
     "crt", "classifier re-training (cRT): re-initialised head, class-aware sampling",
-    needs_prior=True, reinit=True, class_aware=4,
+    needs_prior=True, reinit=True, class_aware=4, params={"epoch_size": EPOCH_SIZE},
     train_defaults={"lr": 0.025, "weight_decay": 5e-4, "epochs": 10}))
 
 register(Method(
@@ -59,7 +62,7 @@ register(Method(
 
 register(Method(
     "lws", "learnable weight scaling: W, b frozen, one scale per class, class-aware sampling",
-    needs_prior=True, head="lws", class_aware=4,
+    needs_prior=True, head="lws", class_aware=4, params={"epoch_size": EPOCH_SIZE},
     train_defaults={"lr": 0.025, "weight_decay": 5e-4, "epochs": 5}))
 
 register(Method(
@@ -86,10 +89,12 @@ register(Method(
     train_logits=lambda z, y, hp, counts: z + hp["tau"][:, None, None] * P.log_prior(counts)))
 
 
-def _ldam_logits(z, y, hp, counts):
+def _ldam_logits(cos, y, hp, counts):
+    """LDAM-DRW's LDAMLoss input: s (cos - Delta_y on the true class); the model's own output,
+    which evaluation sees, is the cosine."""
     margin = P.ldam_margins(counts, hp["max_margin"])  # [H, K]
-    m_y = margin[:, None, :].expand_as(z).gather(-1, y[..., None])  # [H, B, 1]
-    return z - hp["scale"][:, None, None] * m_y * F.one_hot(y, z.shape[-1]).to(z)
+    m_y = margin[:, None, :].expand_as(cos).gather(-1, y[..., None])  # [H, B, 1]
+    return hp["scale"][:, None, None] * (cos - m_y * F.one_hot(y, cos.shape[-1]).to(cos))
 
 
 def _drw_weights(counts, hp, epoch, epochs):
@@ -108,20 +113,23 @@ register(Method(
             "drw_beta": BETA},
     train_logits=_ldam_logits, class_weights=_drw_weights, train_defaults={"lr": 0.01}))
 
-# MiSLAS stage 2 as dvlab-research/MiSLAS train_stage2.py with its CIFAR-100-LT configs:
-# label-aware smoothing, class-aware sampling, the stage-1 linear head trained together with a
-# learnable weight scaling, SGD lr 0.1 at batch 128 (the head's lr times lr_factor), weight
-# decay 2e-4, 10 epochs, cosine; eps and lr_factor follow the imbalance ratio ("auto").
+# MiSLAS stage 2 as dvlab-research/MiSLAS train_stage2.py with its CIFAR configs: label-aware
+# smoothing, class-aware sampling (its ClassAwareSampler: 4 samples per class visit; an epoch
+# of ceil(N / batch) + 1 steps), the stage-1 linear head trained together with a learnable
+# weight scaling, SGD lr 0.1 at batch 128 (the head's lr times lr_factor), weight decay 2e-4,
+# 10 epochs, cosine; eps and lr_factor from its CIFAR-10 / CIFAR-100 config ("auto").
 register(Method(
     "mislas", "MiSLAS stage 2: label-aware smoothing, class-aware sampling, linear head + "
     "learnable weight scaling",
-    needs_prior=True, head="linear_lws", class_aware=1, lr_scale={"w": "lr_factor", "b": "lr_factor"},
+    needs_prior=True, head="linear_lws", class_aware=4, class_aware_reference="mislas",
+    lr_scale={"w": "lr_factor", "b": "lr_factor"},
     params={"eps_head": Param("auto", "eps of the largest class", 0, 1, True, False,
-                              auto=lambda ir: P.mislas_setting(ir)[0]),
+                              auto=lambda counts: P.mislas_setting(counts)[0]),
             "eps_tail": Param("auto", "eps of the smallest class", 0, 1, True, False,
-                              auto=lambda ir: P.mislas_setting(ir)[1]),
+                              auto=lambda counts: P.mislas_setting(counts)[1]),
             "lr_factor": Param("auto", "the linear head's lr over the scales' lr", 0, None, False,
-                               auto=lambda ir: P.mislas_setting(ir)[2])},
+                               auto=lambda counts: P.mislas_setting(counts)[2]),
+            "epoch_size": EPOCH_SIZE},
     loss=lambda z, y, hp, counts: P.smoothed_ce(
         z, y, P.label_aware_eps(counts, hp["eps_head"], hp["eps_tail"]).gather(1, y)),
     train_defaults={"lr": 0.1, "weight_decay": 2e-4, "epochs": 10, "batch_size": 128}))

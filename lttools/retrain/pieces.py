@@ -8,6 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lttools.errors import LTError
+
 # ---- priors and per-class weights -------------------------------------------------------
 
 
@@ -93,12 +95,35 @@ def ldam_margins(counts: torch.Tensor, max_margin: torch.Tensor) -> torch.Tensor
     return (m[None] / m.max() * max_margin.double()[:, None]).float()
 
 
-def mislas_setting(imbalance_ratio: float) -> tuple[float, float, float]:
-    """(eps_head, eps_tail, lr_factor) of MiSLAS's CIFAR-100-LT stage-2 configs at the
-    imbalance ratio nearest to this one on a log scale: IR 100 -> (0.4, 0.1, 0.2),
-    IR 50 -> (0.3, 0.0, 0.1), IR 10 -> (0.2, 0.0, 0.1)."""
-    table = {100.0: (0.4, 0.1, 0.2), 50.0: (0.3, 0.0, 0.1), 10.0: (0.2, 0.0, 0.1)}
-    nearest = min(table, key=lambda ir: abs(math.log(imbalance_ratio / ir)))
+# MiSLAS's stage-2 configs (config/cifar10, config/cifar100: *_stage2_mislas.yaml):
+# imbalance ratio -> (smooth_head, smooth_tail, lr_factor)
+MISLAS_CIFAR = {
+    "CIFAR-10": {100.0: (0.3, 0.0, 0.5), 50.0: (0.2, 0.0, 0.2), 10.0: (0.1, 0.0, 0.2)},
+    "CIFAR-100": {100.0: (0.4, 0.1, 0.2), 50.0: (0.3, 0.0, 0.1), 10.0: (0.2, 0.0, 0.1)},
+}
+# its large-scale configs, which `auto` does not guess: the presets give them
+MISLAS_LARGE = {"ImageNet-LT": (0.3, 0.0, 0.05), "iNaturalist 2018": (0.3, 0.0, 0.05),
+                "Places-LT": (0.4, 0.1, 0.05)}
+AUTO_MAX_RATIO = 200.0  # beyond twice the largest CIFAR ratio, no config is near
+
+
+def mislas_setting(counts) -> tuple[float, float, float]:
+    """(eps_head, eps_tail, lr_factor) of MiSLAS's CIFAR stage-2 config for these training
+    counts: CIFAR-10's for up to 10 classes, CIFAR-100's for up to 100, at the imbalance ratio
+    nearest on a log scale (10, 50, 100). Beyond (more classes, or a ratio over 200) MiSLAS has
+    no CIFAR config that fits, and its large-scale values depend on the dataset: refused."""
+    present = [int(c) for c in counts if int(c) > 0]
+    classes, ratio = len(present), max(present) / min(present)
+    if classes > 100 or ratio > AUTO_MAX_RATIO:
+        known = "; ".join(f"{name}: eps_head {h}, eps_tail {t}, lr_factor {f}"
+                          for name, (h, t, f) in MISLAS_LARGE.items())
+        raise LTError(f"methods.mislas: `auto` follows MiSLAS's CIFAR configs (up to 100 classes, "
+                      f"imbalance ratio up to {AUTO_MAX_RATIO:g}), and this training set has "
+                      f"{classes} classes at ratio {ratio:.4g}; set eps_head, eps_tail and "
+                      f"lr_factor in its entry (MiSLAS's own configs: {known}; the presets give "
+                      "them)")
+    table = MISLAS_CIFAR["CIFAR-10" if classes <= 10 else "CIFAR-100"]
+    nearest = min(table, key=lambda ir: abs(math.log(ratio / ir)))
     return table[nearest]
 
 

@@ -110,16 +110,14 @@ def imbalance_ratio(counts) -> float:
 
 def resolve_auto(plan: Plan, counts) -> Plan:
     """The plan with every "auto" hyper-parameter replaced by the value its method's reference
-    uses at this training set's imbalance ratio."""
+    configures for this training set's class counts."""
     specs = plan.method.all_params()
-    ratio = None
     grid = []
     for point in plan.grid:
         resolved = {}
         for name, value in point.items():
             if value == AUTO:
-                ratio = imbalance_ratio(counts) if ratio is None else ratio
-                value = float(specs[name].auto(ratio))
+                value = float(specs[name].auto(counts))
             resolved[name] = value
         grid.append(resolved)
     return dataclasses.replace(plan, grid=grid)

@@ -12,12 +12,13 @@ A method is a composition of optional pieces; the trainer applies whichever are 
     constraint                                  -> "maxnorm" (projected after step / epoch)
     class_aware                                 -> class-aware sampling (classifier-balancing's
                                                    ClassAwareSampler), this many samples per
-                                                   class visit; an epoch is n_max x K samples
+                                                   class visit; an epoch as the training loop
+                                                   of `class_aware_reference` counts it
     lr_scale                                    -> parameter name -> hyper-parameter that
                                                    multiplies the learning rate of that parameter
 
-A hyper-parameter may default to "auto": its value then follows from the training set's
-imbalance ratio (largest / smallest class count), as the method's reference sets it.
+A hyper-parameter may default to "auto": its value then follows from the training set's class
+counts (imbalance ratio, class count), as the method's reference configures it.
 
 `counts` is None for a prior-free method: it cannot read the class counts by accident.
 """
@@ -43,7 +44,7 @@ class Param:
     high_inclusive: bool = True
     choices: tuple[str, ...] | None = None  # a categorical param; cannot be a grid
     integer: bool = False
-    auto: Callable[[float], float] | None = None  # "auto": the value for an imbalance ratio
+    auto: Callable[[Any], float] | None = None  # "auto": the value for the training counts
 
     def check(self, name: str, value: Any) -> None:
         if value == AUTO and self.auto is not None:
@@ -101,6 +102,7 @@ class Method:
     posthoc: Callable | None = None
     constraint: str | None = None
     class_aware: int | None = None
+    class_aware_reference: str = "classifier_balancing"  # whose epoch length (sampling.EPOCH_STEPS)
     lr_scale: dict[str, str] = field(default_factory=dict)
     train_defaults: dict[str, Any] = field(default_factory=dict)
 

@@ -267,8 +267,9 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
     method = plan.method
     hp = hyper_tensors(plan, dev)
     seeds = head_seeds(plan)
-    sampler = EpochSampler(method, data.train_labels, [torch.Generator().manual_seed(s)
-                                                       for s in seeds])
+    sampler = EpochSampler(method, data.train_labels,
+                           [torch.Generator().manual_seed(s) for s in seeds], plan.batch_size,
+                           plan.options.get("epoch_size", "reference"))
     head = HEADS[method.head]
     frozen = {"w": data.head_weight.to(dev), "b": data.head_bias.to(dev)}
     init_gens = [torch.Generator().manual_seed(10_007 + s) for s in seeds]
