@@ -6,6 +6,8 @@ import torch
 
 from lttools.retrain.plan import make_plan
 from lttools.retrain.reference import train_one_head
+from lttools.retrain.registry import all_methods
+from lttools.retrain.summary import summarize
 from lttools.retrain.trainer import train_heads
 from retrain_helpers import toy_data
 
@@ -73,3 +75,23 @@ def test_heads_trained_in_memory_sized_groups_equal_one_group(budget_heads):
     for split in whole.scalars:
         for m, v in whole.scalars[split].items():
             torch.testing.assert_close(parts.scalars[split][m], v, equal_nan=True)
+
+
+GRIDS = {"los": {"eps": [0.5, 0.98]}, "tau_norm": {}, "posthoc_la": {},
+         "la_loss": {"tau": [0.0, 1.0]}}
+
+
+@pytest.mark.parametrize("name", sorted(all_methods()))
+def test_test_scores_only_where_reported_equal_scoring_every_epoch(name):
+    """The test set is scored at each head's selected and last epoch only (the selected
+    weights kept); the reported numbers equal, bit for bit, those of scoring every epoch."""
+    data = toy_data(views=2)
+    plan = make_plan(name, {"method": name, "epochs": 4, "batch_size": 16, **GRIDS.get(name, {})},
+                     {"seeds": [0, 5], "lr": 0.05})
+    lean = summarize(train_heads(plan, data, views=2, quiet=True))
+    full_history = train_heads(plan, data, views=2, quiet=True, test_every_epoch=True)
+    full = summarize(full_history)
+    assert lean[0] == full[0]
+    for part in ("per_class", "reliability", "selections", "epochs"):
+        assert lean[1][part] == full[1][part], part
+    assert torch.isfinite(full_history.scalars["test"]["bacc"]).all()  # really every epoch

@@ -86,9 +86,11 @@ def epochs(results: list[MethodResult], path: Path) -> Path:
         if len(r.epochs) < 2:
             continue
         e = [row["epoch"] for row in r.epochs]
-        a.plot(e, [row["test_loma_mean"] for row in r.epochs], label=r.key, **_style(i))
+        a.plot(e, [row.get("val_loma_mean", math.nan) for row in r.epochs], label=r.key,
+               **_style(i))
         b.plot(e, [row.get("val_bacc", math.nan) for row in r.epochs], label=r.key, **_style(i))
-    a.set(xlabel="re-training epoch (0 = starting head)", ylabel="test LoMa, mean over classes")
+    a.set(xlabel="re-training epoch (0 = starting head)",
+          ylabel="validation LoMa, mean over classes")
     b.set(xlabel="re-training epoch (0 = starting head)",
           ylabel="validation balanced accuracy (%)")
     for ax in (a, b):

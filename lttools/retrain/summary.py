@@ -71,13 +71,12 @@ def summarize(history: History) -> tuple[dict[str, float], dict[str, Any]]:
     metrics["metrics_schema"] = METRICS_SCHEMA
 
     heads = [p["head"] for p in picks]
-    curves = []
+    curves = []  # per epoch, on validation: the test set is scored where it is reported only
     for e in range(plan.epochs + 1):
         row: dict[str, float] = {"epoch": e}
-        for split, sc in (("val", val), ("test", test)):
-            for m in ("bacc", "loma_mean", "loma_std", "ece"):
-                if m in sc:
-                    row[f"{split}_{m}"] = float(sc[m][heads, e].mean())
+        for m in ("bacc", "loma_mean", "loma_std", "ece"):
+            if m in val:
+                row[f"val_{m}"] = float(val[m][heads, e].mean())
         curves.append(row)
     pc = history.per_class["test"]
     sel_acc = torch.stack([pc["acc"][p["head"], p["epoch"]] for p in picks]).mean(0)

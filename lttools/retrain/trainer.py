@@ -1,6 +1,7 @@
 """Batched stage-2 training: every head of a plan (grid points x seeds) is trained at once on
-the cached features, each with its own sampling stream, and evaluated on validation and test
-after every epoch.
+the cached features, each with its own sampling stream. Validation is scored after every
+epoch (selection and the per-epoch curves need it); the test set only where it is reported:
+at each head's best validation epoch (its weights are kept) and at the last epoch.
 
 Heads are ordered grid-major: head h = g * len(seeds) + s. Heads of one seed share their
 sampling stream across grid points (common random numbers: grid points differ only by
@@ -43,7 +44,9 @@ class FeatureData:
 
 @dataclass
 class History:
-    """Per head and epoch (epoch 0 = the starting head): scalar metrics and per-class arrays."""
+    """Per head and epoch (epoch 0 = the starting head): scalar metrics and per-class arrays.
+    Test entries exist at each head's best validation epoch and at the last one (NaN at the
+    others), unless the trainer was asked to score the test set every epoch."""
     plan: Plan
     scalars: dict[str, dict[str, torch.Tensor]]  # split -> metric -> [H, E+1]; no "val" when
     # the store has no validation split
@@ -149,15 +152,19 @@ def _split_logits(plan, params, frozen, views: torch.Tensor, hp, linear) -> torc
     return torch.stack([logits(v) for v in views]).mean(0)
 
 
-def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_rows: int):
-    """Validation and test scores of every head, the logits computed `eval_rows` samples at a
-    time and reduced to per-class statistics, so memory does not grow with the split."""
+def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_rows: int,
+              splits: tuple[str, ...] = ("val", "test")):
+    """Scores of every head on `splits` (val skipped where the store has none), the logits
+    computed `eval_rows` samples at a time and reduced to per-class statistics, so memory does
+    not grow with the split."""
     out_scalars, out_pc = {}, {}
     heads = plan.num_heads
     with torch.no_grad():
         linear = _predicting_head(plan, params, frozen, hp, counts)
-        splits = [("val", data.val, data.val_labels)] if len(data.val_labels) else []
-        for split, views, labels in splits + [("test", data.test, data.test_labels)]:
+        for split in splits:
+            views, labels = getattr(data, split), getattr(data, f"{split}_labels")
+            if not len(labels):
+                continue
             k = data.head_weight.shape[0]
             stats = LogitStats((heads,), k, views.device)
             for i in range(0, len(labels), eval_rows):
@@ -171,9 +178,45 @@ def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_rows: in
                              "loma": stats.loma().cpu(), "rel_count": rel["count"].cpu(),
                              "rel_acc": rel["acc"].cpu(), "rel_conf": rel["conf"].cpu()}
     w = linear[0] if linear is not None else params.get("w")  # cosine head: its raw rows
-    if w is not None:
+    if w is not None and "test" in out_scalars:
         out_scalars["test"]["wnorm_ratio"] = _weight_norm_ratio(w)
     return out_scalars, out_pc
+
+
+class BestWeights:
+    """Each head's weights at its best validation balanced accuracy so far (the earliest
+    epoch of the maximum, as selection picks it); epoch 0 competes only without training."""
+
+    def __init__(self, params: dict[str, torch.Tensor], epochs: int):
+        self.first = 1 if epochs > 0 else 0
+        heads = next(iter(params.values())).shape[0]
+        self.score = torch.full((heads,), -math.inf, dtype=torch.float64)
+        self.epoch = torch.full((heads,), epochs, dtype=torch.long)
+        self.params = {k: v.detach().clone() for k, v in params.items()}
+
+    def update(self, epoch: int, val_bacc: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
+        if epoch < self.first:
+            return
+        better = val_bacc > self.score
+        if better.any():
+            self.score[better], self.epoch[better] = val_bacc[better].double(), epoch
+            rows = better.to(next(iter(params.values())).device)
+            for k, v in params.items():
+                self.params[k][rows] = v.detach()[rows]
+
+
+def _test_history(columns: int, at: dict[int, tuple], heads: int):
+    """Test scalars and per-class arrays [H, columns, ...], NaN except where evaluated: `at`
+    maps a column to (scalars, per-class) of all heads and the heads to keep there."""
+    scalars, per_class = {}, {}
+    for column, (sc, pc, rows) in at.items():
+        for out, values in ((scalars, sc), (per_class, pc)):
+            for k, v in values.items():
+                if k not in out:
+                    out[k] = torch.full((heads, columns, *v.shape[1:]), math.nan, dtype=v.dtype
+                                        if v.is_floating_point() else torch.float64)
+                out[k][rows, column] = v[rows].to(out[k].dtype)
+    return scalars, per_class
 
 
 def _learning_rates(plan: Plan, params, hp, epoch: int) -> dict[str, torch.Tensor]:
@@ -238,11 +281,13 @@ def _merge(plan: Plan, parts: list[History]) -> History:
 
 def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | torch.device = "cpu",
                 quiet: bool = False, every_epoch: bool = True,
-                memory_gb: float | None = None) -> History:
+                memory_gb: float | None = None, test_every_epoch: bool = False) -> History:
     """Train every head of `plan`; `views` > 0 cycles epochs through augmented views 1..views.
-    Heads are evaluated after every epoch (`every_epoch`, needed for epoch selection) or,
-    for benchmarks, only at the start and the end. The heads are trained in groups that fit
-    `memory_gb` (see memory_budget); the features stay resident once for all groups."""
+    Heads are scored on validation after every epoch (`every_epoch`, needed for epoch
+    selection) or, for benchmarks, only at the start and the end; on the test set at each
+    head's selected and last epoch (`test_every_epoch`: after every epoch too, the results at
+    those two epochs identical). The heads are trained in groups that fit `memory_gb` (see
+    memory_budget); the features stay resident once for all groups."""
     dev = torch.device(device)
     if views > data.train.shape[0] - 1:
         raise LTError(f"retrain.views = {views} but the feature store holds "
@@ -257,13 +302,14 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
     # evaluation logits of a group, [views, heads, rows, K] float32, within a quarter budget
     eval_rows = max(1, budget // 4 // (4 * k * max(g.num_heads for g in groups)
                                        * (1 + max(data.val.shape[0], data.test.shape[0]))))
-    parts = [_train_group(g, data, views, dev, quiet, every_epoch, counts, eval_rows)
-             for g in groups]
+    parts = [_train_group(g, data, views, dev, quiet, every_epoch, counts, eval_rows,
+                          test_every_epoch) for g in groups]
     return parts[0] if len(parts) == 1 else _merge(plan, parts)
 
 
 def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, quiet: bool,
-                 every_epoch: bool, counts: torch.Tensor | None, eval_rows: int) -> History:
+                 every_epoch: bool, counts: torch.Tensor | None, eval_rows: int,
+                 test_every_epoch: bool) -> History:
     method = plan.method
     hp = hyper_tensors(plan, dev)
     seeds = head_seeds(plan)
@@ -283,16 +329,20 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
     y_all = data.train_labels.to(dev)
     history_sc: dict[str, dict[str, list]] = {}
     history_pc: dict[str, dict[str, list]] = {}
+    best = BestWeights(params, plan.epochs) if len(data.val_labels) and every_epoch else None
+    splits = ("val", "test") if test_every_epoch else ("val",)
 
-    def record():
-        sc, pc = _evaluate(plan, params, frozen, data, hp, counts, eval_rows)
+    def record(epoch: int):
+        sc, pc = _evaluate(plan, params, frozen, data, hp, counts, eval_rows, splits)
         for split in sc:
             for k, v in sc[split].items():
                 history_sc.setdefault(split, {}).setdefault(k, []).append(v)
             for k, v in pc[split].items():
                 history_pc.setdefault(split, {}).setdefault(k, []).append(v)
+        if best is not None:
+            best.update(epoch, sc["val"]["bacc"], params)
 
-    record()
+    record(0)
     bar = tqdm(range(plan.epochs), desc=f"retrain {plan.key}", unit="epoch", disable=quiet)
     for epoch in bar:
         x_epoch = data.train[1 + epoch % views if views else 0].to(dev)
@@ -313,8 +363,22 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
             raise LTError(f"methods.{plan.key} diverged at epoch {epoch + 1} (non-finite "
                           "weights); lower its lr")
         if every_epoch or epoch == plan.epochs - 1:
-            record()
+            record(epoch + 1)
     stack = lambda d: {s: {k: torch.stack(v, 1) for k, v in m.items()} for s, m in d.items()}
-    return History(plan, stack(history_sc), stack(history_pc),
+    scalars, per_class = stack(history_sc), stack(history_pc)
+    if not test_every_epoch:
+        columns = len(next(iter(next(iter(history_sc.values())).values()))) if history_sc \
+            else (plan.epochs + 1 if every_epoch else 2)
+        last = _evaluate(plan, params, frozen, data, hp, counts, eval_rows, ("test",))
+        everyone = torch.arange(plan.num_heads)
+        at = {columns - 1: (last[0]["test"], last[1]["test"], everyone)}
+        if best is not None:
+            chosen = _evaluate(plan, best.params, frozen, data, hp, counts, eval_rows, ("test",))
+            for column in best.epoch.unique().tolist():
+                if column != columns - 1:
+                    at[column] = (chosen[0]["test"], chosen[1]["test"],
+                                  torch.nonzero(best.epoch == column).flatten())
+        scalars["test"], per_class["test"] = _test_history(columns, at, plan.num_heads)
+    return History(plan, scalars, per_class,
                    {k: v.detach().cpu() for k, v in params.items()},
                    np.asarray(data.class_counts if data.class_counts is not None else []))
