@@ -141,7 +141,7 @@ def rss_child(what: str, root: str, workers: int) -> None:
     from lttools.backbone.config import BackboneConfig
     from lttools.backbone.saved import SavedBackbone
     from lttools.backbone.train import train_backbone
-    from lttools.extract import ExtractConfig, extract_to_store
+    from lttools.features.extract import ExtractConfig, extract_to_store
     from lttools.models import create_backbone
 
     torch.set_num_threads(1)

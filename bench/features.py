@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from common import machine, peak_rss_kib, timed
 from lttools.data.augment import random_crop_flip
-from lttools.features import StoreLayout, open_store, write_store
+from lttools.features.store import StoreLayout, open_store, write_store
 from lttools.models import create_backbone
 
 

@@ -25,7 +25,7 @@ from lttools.backbone.reference import train_reference
 from lttools.backbone.saved import SavedBackbone
 from lttools.backbone.train import train_backbone
 from lttools.data.packed import pack_images
-from lttools.extract import ExtractConfig, extract_to_store
+from lttools.features.extract import ExtractConfig, extract_to_store
 from lttools.models import create_backbone
 
 

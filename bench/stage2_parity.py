@@ -30,8 +30,8 @@ from lttools.backbone.saved import load_backbone
 from lttools.config import from_section
 from lttools.data.augment import random_crop_flip
 from lttools.data.prepared import read_splits
-from lttools.extract import ExtractConfig, extract_to_store
-from lttools.features import open_store
+from lttools.features.extract import ExtractConfig, extract_to_store
+from lttools.features.store import open_store
 from lttools.metrics import accuracy_summary, mean_std
 from lttools.retrain.plan import make_plan
 from lttools.retrain.run import load_feature_data

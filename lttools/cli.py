@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from lttools.errors import LTError
-from lttools.retrain.registry import SCHEDULE_PARAMS, TRAIN_PARAMS, all_methods
+from lttools.retrain.registry import all_methods
+from lttools.retrain.spec import SCHEDULE_PARAMS, TRAIN_PARAMS
 
 
 def _fmt(v) -> str:
@@ -60,13 +61,13 @@ def _run(args: argparse.Namespace) -> int:
         print(methods_text())
         return 0
     if args.cmd == "import-features":
-        from lttools.feature_io import ImportConfig, import_arrays
+        from lttools.features.arrays import ImportConfig, import_arrays
 
         attrs = import_arrays(ImportConfig(args.source, args.dataset, args.dtype), args.out)
         print(f"{args.out}: {attrs['views']} augmented view(s), head {attrs['head_source']}")
         return 0
     if args.cmd == "export-features":
-        from lttools.feature_io import export_store
+        from lttools.features.arrays import export_store
 
         export_store(args.store, args.out)
         print(args.out)

@@ -1,5 +1,5 @@
 """Stage `export_features`: a feature store's arrays as an .npz (what `import_features` reads)."""
-from lttools.feature_io import export_store
+from lttools.features.arrays import export_store
 from lttools.stage_cli import parser, run
 
 

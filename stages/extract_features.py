@@ -6,7 +6,7 @@ from lttools.backbone.saved import load_backbone
 from lttools.config import from_section
 from lttools.data.prepared import read_splits
 from lttools.device import resolve_device
-from lttools.extract import ExtractConfig, extract_to_store
+from lttools.features.extract import ExtractConfig, extract_to_store
 from lttools.stage_cli import load_params, parser, run, section
 
 

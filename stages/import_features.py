@@ -1,6 +1,6 @@
 """Stage `import_features`: a feature store from arrays extracted elsewhere (params `import:`)."""
 from lttools.config import from_section
-from lttools.feature_io import ImportConfig, import_arrays
+from lttools.features.arrays import ImportConfig, import_arrays
 from lttools.stage_cli import load_params, parser, run, section
 
 

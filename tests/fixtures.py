@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lttools.features import StoreLayout, write_store
+from lttools.features.store import StoreLayout, write_store
 
 
 def write_idx(path: Path, arr: np.ndarray) -> None:

@@ -19,7 +19,7 @@ from lttools.data import sources
 from lttools.data.prepare import prepare
 from lttools.data.prepared import DataConfig, write_splits
 from lttools.errors import LTError
-from lttools.features import open_store
+from lttools.features.store import open_store
 from lttools.results import ResultPaths, write_results
 from test_train import tiny_splits
 

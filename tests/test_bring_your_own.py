@@ -16,8 +16,8 @@ from fixtures import make_cifar, make_fashion_mnist
 from lttools.backbone.config import BackboneConfig
 from lttools.backbone.train import train_backbone
 from lttools.errors import LTError
-from lttools.feature_io import ImportConfig, export_store, import_arrays
-from lttools.features import open_store
+from lttools.features.arrays import ImportConfig, export_store, import_arrays
+from lttools.features.store import open_store
 from lttools.models import create_backbone
 from lttools.models.normalized import IMAGENET_MEAN
 from pipeline_helpers import check_metric_values, dvc, make_repo, set_param

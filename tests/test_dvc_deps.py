@@ -106,7 +106,7 @@ def test_the_closure_sees_lazy_and_package_imports(tmp_path):
     found = closure(script)
     assert {"lttools/retrain/registry.py", "lttools/retrain/__init__.py",
             "lttools/__init__.py"} <= found
-    assert "lttools/retrain/methods.py" in found  # registry imports it lazily
+    assert "lttools/retrain/methods.py" in found  # what the registry holds
 
 
 def git_tracked() -> set[str]:
@@ -147,3 +147,28 @@ def test_dvc_lock_matches_the_committed_code_and_params(pipeline):
                     stale.setdefault(stage, []).append({kind: changes})
     assert not stale, ("dvc.lock is stale: run `dvc repro` and commit dvc.lock and metrics/ "
                        f"with the code: {stale}")
+
+
+def test_lttools_modules_import_no_circle():
+    """The folders read as the pipeline does: no module imports, directly or through others
+    (lazily too), a module that imports it back (as registry.py and methods.py once did)."""
+    files = sorted(p for p in (ROOT / "lttools").rglob("*.py"))
+    graph = {}
+    for f in files:
+        rel = f.relative_to(ROOT).as_posix()
+        graph[rel] = {module_file(n).relative_to(ROOT).as_posix() for n in imported_modules(f)}
+        graph[rel] -= {rel, "lttools/__init__.py"}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, set())):
+            if state.get(nxt) == 1:
+                raise AssertionError("import circle: " + " -> ".join(path + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, path + [node])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])

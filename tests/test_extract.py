@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from lttools.backbone.saved import SavedBackbone
-from lttools.extract import ExtractConfig, extract_to_store
-from lttools.features import open_store
+from lttools.features.extract import ExtractConfig, extract_to_store
+from lttools.features.store import open_store
 from lttools.atomic import save_torch
 from test_train import tiny_splits
 from lttools.models import create_backbone

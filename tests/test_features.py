@@ -7,7 +7,7 @@ import torch
 
 from fixtures import gaussian_features, write_gaussian_store
 from lttools.errors import LTError
-from lttools.features import SCHEMA_VERSION, open_store
+from lttools.features.store import SCHEMA_VERSION, open_store
 
 
 def sha(path):

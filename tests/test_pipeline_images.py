@@ -6,7 +6,7 @@ import json
 import pytest
 
 from fixtures import make_image_folder, make_image_lists
-from lttools.features import open_store
+from lttools.features.store import open_store
 from pipeline_helpers import check_metric_values, dvc, make_repo
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ from lttools.backbone.config import BackboneConfig
 from lttools.config import from_section
 from lttools.data.images import PRESETS
 from lttools.data.prepared import DataConfig
-from lttools.extract import ExtractConfig
-from lttools.feature_io import ImportConfig
+from lttools.features.extract import ExtractConfig
+from lttools.features.arrays import ImportConfig
 from lttools.retrain.plan import make_plan
 from pipeline_helpers import dvc, make_repo
 

@@ -1,15 +1,17 @@
-"""The 16 stage-2 methods, each a few lines over `pieces`. Formulas: shared/reference/methods.md."""
+"""The stage-2 methods, each a few lines over `pieces`, in METHODS (registry.py finds them by
+name). Formulas: shared/reference/methods.md; README: "Add your own method"."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from lttools.retrain import pieces as P
-from lttools.retrain.registry import Method, Param, register
+from lttools.retrain.spec import Method, Param
 from lttools.retrain.sampling import EPOCH_SIZES
 
 EPS = Param(0.98, "label-smoothing epsilon: target (1-eps) onehot + eps/K", 0, 1, True, False)
 BETA = Param(0.9999, "effective-number beta; -> 1 gives inverse frequency", 0, 1, True, False)
+METHODS: list[Method] = []
 EPOCH_SIZE = Param("reference", "reference: an epoch of about N samples, as the reference's "
                    "loop stops it; cycle: the sampler's whole n_max x K", choices=EPOCH_SIZES)
 
@@ -18,24 +20,24 @@ def _cb_weights(counts, hp, epoch, epochs):
     return P.effective_number_weights(counts, hp["beta"])
 
 
-register(Method(
+METHODS.append(Method(
     "ce", "cross-entropy, instance-balanced sampling (the baseline)", needs_prior=False))
 
-register(Method(
+METHODS.append(Method(
     "los", "Label Over-Smooth: label smoothing with a very large eps (0.98), prior-free",
     needs_prior=False, params={"eps": EPS},
     loss=lambda z, y, hp, counts: P.smoothed_ce(z, y, hp["eps"])))
 
-register(Method(
+METHODS.append(Method(
     "label_smoothing", "label smoothing with the usual small eps",
     needs_prior=False, params={"eps": Param(0.1, EPS.help, 0, 1, True, False)},
     loss=lambda z, y, hp, counts: P.smoothed_ce(z, y, hp["eps"])))
 
-register(Method(
+METHODS.append(Method(
     "cb_reweight", "class-balanced re-weighting by the effective number (Cui et al.)",
     needs_prior=True, params={"beta": BETA}, class_weights=_cb_weights))
 
-register(Method(
+METHODS.append(Method(
     "focal", "focal loss, softmax form: -(1-p_y)^gamma log p_y",
     needs_prior=False, params={"gamma": Param(1.0, "focusing parameter", 0, 10)},
     loss=lambda z, y, hp, counts: P.focal(z, y, hp["gamma"])))
@@ -43,29 +45,29 @@ register(Method(
 # cRT and LWS as classifier-balancing's ImageNet-LT configs (cls_crt.yaml, cls_lws.yaml): SGD
 # lr 0.2 at batch 512 (0.025 at our 64), weight decay 5e-4, cosine, class-aware sampling with
 # 4 samples per class visit, an epoch of int(N / batch) steps; 10 epochs (cRT), 5 epochs (LWS).
-register(Method(
+METHODS.append(Method(
     "crt", "classifier re-training (cRT): re-initialised head, class-aware sampling",
     needs_prior=True, reinit=True, class_aware=4, params={"epoch_size": EPOCH_SIZE},
     train_defaults={"lr": 0.025, "weight_decay": 5e-4, "epochs": 10}))
 
-register(Method(
+METHODS.append(Method(
     "sqrt_sampling", "square-root sampling: class j drawn with probability ∝ n_j^q",
     needs_prior=True, params={"q": Param(0.5, "sampling exponent (1 instance, 0 class)", 0, 1)},
     sampling=lambda counts, hp, epoch, epochs, heads: P.power_class_probs(counts, hp["q"])))
 
-register(Method(
+METHODS.append(Method(
     "progressive_sampling",
     "progressively-balanced sampling: (1-t/T) instance- + (t/T) class-balanced (Kang et al.)",
     needs_prior=True,
     sampling=lambda counts, hp, epoch, epochs, heads: P.progressive_class_probs(
         counts, epoch, epochs, heads)))
 
-register(Method(
+METHODS.append(Method(
     "lws", "learnable weight scaling: W, b frozen, one scale per class, class-aware sampling",
     needs_prior=True, head="lws", class_aware=4, params={"epoch_size": EPOCH_SIZE},
     train_defaults={"lr": 0.025, "weight_decay": 5e-4, "epochs": 5}))
 
-register(Method(
+METHODS.append(Method(
     "tau_norm", "tau-normalisation: w_j / ||w_j||^tau, the bias dropped (Kang et al.), post-hoc",
     needs_prior=False,
     params={"tau": Param([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0],
@@ -76,14 +78,14 @@ register(Method(
                                                           keep_bias=opt["bias"] == "scale"),
     train_defaults={"epochs": 0}))
 
-register(Method(
+METHODS.append(Method(
     "posthoc_la", "post-hoc logit adjustment: argmax_j z_j - tau log pi_j",
     needs_prior=True, params={"tau": Param([0.0, 0.5, 1.0, 1.5, 2.0],
                                            "adjustment strength, chosen on validation", 0, 5)},
     posthoc=lambda w, b, hp, counts, opt: P.posthoc_logit_adjust(w, b, hp["tau"], counts),
     train_defaults={"epochs": 0}))
 
-register(Method(
+METHODS.append(Method(
     "la_loss", "logit-adjusted loss: CE on z_j + tau log pi_j (tau 1 = Balanced Softmax)",
     needs_prior=True, params={"tau": Param(1.0, "adjustment strength", 0, 5)},
     train_logits=lambda z, y, hp, counts: z + hp["tau"][:, None, None] * P.log_prior(counts)))
@@ -103,7 +105,7 @@ def _drw_weights(counts, hp, epoch, epochs):
     return torch.where(deferred[:, None], cb, torch.ones_like(cb))
 
 
-register(Method(
+METHODS.append(Method(
     "ldam_drw", "LDAM margins on a cosine head, deferred re-weighting late in training",
     needs_prior=True, head="cosine",
     params={"scale": Param(30.0, "cosine logit scale s", 0, None, False),
@@ -118,7 +120,7 @@ register(Method(
 # of ceil(N / batch) + 1 steps), the stage-1 linear head trained together with a learnable
 # weight scaling, SGD lr 0.1 at batch 128 (the head's lr times lr_factor), weight decay 2e-4,
 # 10 epochs, cosine; eps and lr_factor from its CIFAR-10 / CIFAR-100 config ("auto").
-register(Method(
+METHODS.append(Method(
     "mislas", "MiSLAS stage 2: label-aware smoothing, class-aware sampling, linear head + "
     "learnable weight scaling",
     needs_prior=True, head="linear_lws", class_aware=4, class_aware_reference="mislas",
@@ -138,7 +140,7 @@ register(Method(
 # class-balanced loss of its CB-loss port ("softmax" variant, beta 0.9999), SGD lr 0.01,
 # momentum 0.9, weight decay 0.1, 10 epochs, cosine, batch 64; MaxNorm (thresh 0.1) after
 # every step as the paper says, or once per epoch as the released code does.
-register(Method(
+METHODS.append(Method(
     "weight_balancing",
     "weight balancing: class-balanced loss + strong weight decay + MaxNorm (Alshammari et al.)",
     needs_prior=True,
@@ -155,7 +157,7 @@ register(Method(
 # DisAlign as Megvii cvpods (DisAlignLinear, GRWCrossEntropyLoss); its classification recipe
 # follows classifier-balancing's: lr 0.2 at batch 512 (0.025 at 64), weight decay 5e-4,
 # 10 epochs, cosine, instance-balanced sampling.
-register(Method(
+METHODS.append(Method(
     "disalign", "DisAlign: (1 + c(x) a_j) z_j + c(x) b_j, loss re-weighted by (1/pi_j)^rho",
     needs_prior=True, head="disalign",
     params={"rho": Param(1.2, "re-weighting power", 0, None)},

@@ -9,7 +9,8 @@ from typing import Any
 
 from lttools.config import check_type
 from lttools.errors import LTError, check_range
-from lttools.retrain.registry import AUTO, SCHEDULE_PARAMS, TRAIN_PARAMS, Method, get_method
+from lttools.retrain.registry import get_method
+from lttools.retrain.spec import AUTO, SCHEDULE_PARAMS, TRAIN_PARAMS, Method
 
 # Settings in the `retrain:` section shared by every method's stage; any optimisation
 # hyper-parameter given there too (lr, epochs, ...) is the default under a method's own.

@@ -9,7 +9,7 @@ import torch
 
 from lttools.data.longtail import FEW_BELOW, MANY_ABOVE
 from lttools.device import resolve_device
-from lttools.features import FeatureStore, open_store
+from lttools.features.store import FeatureStore, open_store
 from lttools.provenance import check_backbone, store_provenance
 from lttools.retrain.plan import make_plan
 from lttools.retrain.summary import summarize

@@ -29,9 +29,9 @@ from lttools.data.decode import sample_rng
 from lttools.data.loader import EpochBatches, ImageFiles, default_workers, keyed_batches, make_loader
 from lttools.data.prepared import AnySplits, FileSplits
 from lttools.errors import LTError, check_range
-from lttools.features import DTYPES, SPLITS, FeatureBatch, StoreLayout, write_store
-from lttools.head_fit import HeadFit
-from lttools.head_fit import fit_head as fit_head_on
+from lttools.features.store import DTYPES, SPLITS, FeatureBatch, StoreLayout, write_store
+from lttools.features.head_fit import HeadFit
+from lttools.features.head_fit import fit_head as fit_head_on
 from lttools.provenance import sha256_file
 
 RUNTIME_ONLY = ("device", "workers", "chunk_rows")  # change speed, not the store

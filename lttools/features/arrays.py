@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from lttools.errors import LTError
-from lttools.features import SPLITS, StoreLayout, open_store, write_store
-from lttools.head_fit import HeadFit, fit_head
+from lttools.features.store import SPLITS, StoreLayout, open_store, write_store
+from lttools.features.head_fit import HeadFit, fit_head
 from lttools.provenance import sha256_file
 
 REQUIRED = ("train_features", "train_labels", "test_features", "test_labels")
