@@ -141,15 +141,14 @@ def _weight_norm_ratio(w: torch.Tensor) -> torch.Tensor:
 
 def _split_logits(plan, params, frozen, views: torch.Tensor, hp, linear) -> torch.Tensor:
     """Logits averaged over the stored views (val / test: clean + flipped, as the paper
-    evaluates). A post-hoc method predicts with its transformed linear head."""
-    def logits(x):
-        x = x.float()  # features may be held in half precision
-        if plan.method.posthoc is None:
-            return HEADS[plan.method.head].logits(params, frozen, x, hp)
+    evaluates). A head that predicts with one linear map (post-hoc transform applied) maps the
+    views' mean feature once: the mean of linear logits is the logits of the mean."""
+    if linear is not None:
         w, b = linear
+        x = views[0].float() if len(views) == 1 else views.float().mean(0)
         return torch.matmul(x, w.transpose(-1, -2)) + b[:, None, :]
-
-    return torch.stack([logits(v) for v in views]).mean(0)
+    head = HEADS[plan.method.head]
+    return torch.stack([head.logits(params, frozen, v.float(), hp) for v in views]).mean(0)
 
 
 def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_rows: int,
