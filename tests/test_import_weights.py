@@ -206,19 +206,26 @@ def _outputs(model, seed=0):
         return model(x)
 
 
+def _loads_as_saved(path, contents, source, arch):
+    """`contents` saved to `path` loads into a fresh `arch` that then computes what `source`
+    computes."""
+    torch.save(contents, path)
+    target = _random_model(arch, seed=1)
+    load_into(target, read_checkpoint(path, target))
+    out = _outputs(target)
+    assert torch.isfinite(out).all() and torch.equal(out, _outputs(source))
+
+
 def test_a_mislas_stage1_checkpoint_with_its_numpy_ece(tmp_path):
     """MiSLAS's train_stage1.py saves epoch, the model and classifier state dicts under
     DataParallel, best_acc1 (a tensor) and its_ece (a numpy float64)."""
     source = _usable(_random_model("resnet32"))
     body, head = head_apart(cifar_to_reference(source.state_dict(), "resnet32", downsample=False))
-    torch.save({"epoch": 200, "state_dict_model": prefixed(body, "module."),
-                "state_dict_classifier": prefixed(head, "module."),
-                "best_acc1": torch.tensor(41.3), "its_ece": np.float64(0.1234)},
-               tmp_path / "mislas.pth.tar")
-    target = _random_model("resnet32", seed=1)
-    load_into(target, read_checkpoint(tmp_path / "mislas.pth.tar", target))
-    out = _outputs(target)
-    assert torch.isfinite(out).all() and torch.equal(out, _outputs(source))
+    _loads_as_saved(tmp_path / "mislas.pth.tar",
+                    {"epoch": 200, "state_dict_model": prefixed(body, "module."),
+                     "state_dict_classifier": prefixed(head, "module."),
+                     "best_acc1": torch.tensor(41.3), "its_ece": np.float64(0.1234)},
+                    source, "resnet32")
 
 
 def test_a_torchvision_references_checkpoint_with_its_args(tmp_path):
@@ -229,13 +236,11 @@ def test_a_torchvision_references_checkpoint_with_its_args(tmp_path):
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 30)
     args = argparse.Namespace(model="resnet18", lr=0.1, epochs=90, data_path="/data/in1k",
                               weights=None, amp=False)
-    torch.save({"model": torchvision_names(source.state_dict()), "optimizer": optimizer.state_dict(),
-                "lr_scheduler": scheduler.state_dict(), "epoch": 89, "args": args},
-               tmp_path / "checkpoint.pth")
-    target = _random_model("resnet18", seed=1)
-    load_into(target, read_checkpoint(tmp_path / "checkpoint.pth", target))
-    out = _outputs(target)
-    assert torch.isfinite(out).all() and torch.equal(out, _outputs(source))
+    _loads_as_saved(tmp_path / "checkpoint.pth",
+                    {"model": torchvision_names(source.state_dict()),
+                     "optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
+                     "epoch": 89, "args": args},
+                    source, "resnet18")
 
 
 def test_a_torchvision_arch_with_encoder_parameters(tmp_path):
