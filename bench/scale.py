@@ -1,6 +1,7 @@
 """Stage 2 at ImageNet-LT and iNaturalist 2018 size, on random features of those shapes: every
-registered method x seeds through the batched trainer as the retrain stage runs it (per-epoch
-evaluation included, heads in memory-sized groups), with per head-epoch time and peak memory.
+registered method x seeds through the batched trainer as the retrain stage runs it with the
+preset's `methods:` entries (validation every epoch, test where reported, heads in
+memory-sized groups), with per head-epoch time and peak memory.
 Used by `bench/retrain.py --preset imagenet_lt | inat2018`."""
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import math
 import resource
 import time
 
+from pathlib import Path
+
 import numpy as np
 import torch
+import yaml
 
 from lttools.retrain.plan import make_plan
 from lttools.retrain.registry import all_methods
@@ -95,8 +99,12 @@ def run(preset: str, device: str, seeds: int, epochs: int | None, rows: int | No
     if methods:
         print(f"  NOTE: only {', '.join(names)} of the {len(all_methods())} methods")
     total, head_epochs = 0.0, 0
+    preset_methods = yaml.safe_load((Path(__file__).resolve().parents[1] / "presets" /
+                                     f"{preset}.yaml").read_text())["methods"]
     for name in names:
-        entry = {"epochs": epochs} if epochs and not all_methods()[name].posthoc else {}
+        entry = dict(preset_methods.get(name, {}))
+        if epochs and not all_methods()[name].posthoc:
+            entry["epochs"] = epochs
         plan = make_plan(name, entry, {"seeds": list(range(seeds)), "device": device})
         if device.startswith("cuda"):
             torch.cuda.synchronize()

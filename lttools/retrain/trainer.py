@@ -371,12 +371,13 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
         last = _evaluate(plan, params, frozen, data, hp, counts, eval_rows, ("test",))
         everyone = torch.arange(plan.num_heads)
         at = {columns - 1: (last[0]["test"], last[1]["test"], everyone)}
-        if best is not None:
+        earlier = [] if best is None else [c for c in best.epoch.unique().tolist()
+                                           if c != columns - 1]
+        if earlier:  # heads whose best epoch is the last one are scored once, above
             chosen = _evaluate(plan, best.params, frozen, data, hp, counts, eval_rows, ("test",))
-            for column in best.epoch.unique().tolist():
-                if column != columns - 1:
-                    at[column] = (chosen[0]["test"], chosen[1]["test"],
-                                  torch.nonzero(best.epoch == column).flatten())
+            for column in earlier:
+                at[column] = (chosen[0]["test"], chosen[1]["test"],
+                              torch.nonzero(best.epoch == column).flatten())
         scalars["test"], per_class["test"] = _test_history(columns, at, plan.num_heads)
     return History(plan, scalars, per_class,
                    {k: v.detach().cpu() for k, v in params.items()},
