@@ -331,7 +331,10 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
     best = BestWeights(params, plan.epochs) if len(data.val_labels) and every_epoch else None
     splits = ("val", "test") if test_every_epoch else ("val",)
 
+    recorded = []  # the epochs scored, one history column each
+
     def record(epoch: int):
+        recorded.append(epoch)
         sc, pc = _evaluate(plan, params, frozen, data, hp, counts, eval_rows, splits)
         for split in sc:
             for k, v in sc[split].items():
@@ -366,8 +369,7 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
     stack = lambda d: {s: {k: torch.stack(v, 1) for k, v in m.items()} for s, m in d.items()}
     scalars, per_class = stack(history_sc), stack(history_pc)
     if not test_every_epoch:
-        columns = len(next(iter(next(iter(history_sc.values())).values()))) if history_sc \
-            else (plan.epochs + 1 if every_epoch else 2)
+        columns = len(recorded)
         last = _evaluate(plan, params, frozen, data, hp, counts, eval_rows, ("test",))
         everyone = torch.arange(plan.num_heads)
         at = {columns - 1: (last[0]["test"], last[1]["test"], everyone)}
