@@ -5,6 +5,7 @@ writes them here and the report reads them from here.
     <root>/details/<key>.json          per-seed choices, grid, reliability bins
     <root>/plots/epochs/<key>.json     per-epoch curves (DVC plot data)
     <root>/plots/per_class/<key>.json  per-class results (DVC plot data)
+    <root>/predictions/<key>.npz       per-seed test predictions (DVC-cached, not in Git)
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lttools.atomic import write_json_set
+from lttools.predictions import Predictions, save_predictions
 
 METRICS_SCHEMA = 1  # bump when metric names or meanings change; the report checks it
 
@@ -33,11 +35,17 @@ class ResultPaths:
     def per_class(self, key: str) -> Path:
         return self.root / "plots" / "per_class" / f"{key}.json"
 
+    def predictions(self, key: str) -> Path:
+        return self.root / "predictions" / f"{key}.npz"
+
 
 def write_results(paths: ResultPaths, key: str, metrics: dict[str, float],
-                  details: dict[str, Any]) -> None:
-    """The four files as one set: an interrupted write leaves the old set or the new, never
-    new plots beside old metrics."""
+                  details: dict[str, Any], predictions: Predictions | None = None) -> None:
+    """The files as one set: an interrupted write leaves the old set or the new, never new
+    plots beside old metrics (the predictions go first: their file is renamed into place
+    before the JSON set, and the JSON metrics are what says a run finished)."""
+    if predictions is not None:
+        save_predictions(paths.predictions(key), predictions)
     rest = dict(details)
     write_json_set({paths.epochs(key): rest.pop("epochs"),
                     paths.per_class(key): rest.pop("per_class"),

@@ -1,6 +1,7 @@
 """Stage `report`: leaderboard (metrics/leaderboard.md), PNG plots and reports/report.html."""
 from lttools.report.build import build_report
 from lttools.stage_cli import load_params, parser, run, section
+from lttools.stats import Settings
 
 
 def main() -> None:
@@ -9,8 +10,10 @@ def main() -> None:
     p.add_argument("--out-dir", default="reports")
     p.add_argument("--leaderboard", default="metrics/leaderboard.md")
     args = p.parse_args()
-    keys = list(section(load_params(args.params), "methods"))
-    page = build_report(keys, args.metrics_root, args.out_dir, args.leaderboard)
+    params = load_params(args.params)
+    keys = list(section(params, "methods"))
+    page = build_report(keys, args.metrics_root, args.out_dir, args.leaderboard,
+                        Settings.from_params(params.get("uncertainty")))
     print(f"report: {page}")
 
 

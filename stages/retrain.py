@@ -15,7 +15,8 @@ def main() -> None:
     p.add_argument("--backbone", default="models/backbone.pt",
                    help="the backbone the store must come from ('none': imported features)")
     p.add_argument("--results-root", default="metrics",
-                   help="writes methods/, details/, plots/{epochs,per_class}/<key>.json here")
+                   help="writes methods/, details/, plots/{epochs,per_class}/<key>.json and "
+                        "predictions/<key>.npz here")
     args = p.parse_args()
     params = load_params(args.params)
     methods = section(params, "methods")
@@ -24,11 +25,14 @@ def main() -> None:
                       f"{', '.join(methods)}")
     expect = expected_from_params(params)
     backbone = None if args.backbone == "none" else args.backbone
-    metrics, details = run_method(args.key, methods[args.key], section(params, "retrain"),
-                                  args.features, expect, backbone, args.quiet)
-    write_results(ResultPaths(Path(args.results_root)), args.key, metrics, details)
-    print(f"{args.key}: test acc {metrics['test_acc_mean']:.2f} ± {metrics['test_acc_std']:.2f} "
-          f"(last epoch {metrics['last_test_acc_mean']:.2f})")
+    metrics, details, predictions = run_method(
+        args.key, methods[args.key], section(params, "retrain"), args.features, expect, backbone,
+        args.quiet, params.get("uncertainty"))
+    write_results(ResultPaths(Path(args.results_root)), args.key, metrics, details, predictions)
+    print(f"{args.key}: test bal. acc {metrics['test_bacc_mean']:.2f} ± "
+          f"{metrics['test_bacc_std']:.2f} over seeds, {metrics['ci_level']:.0%} interval "
+          f"[{metrics['test_bacc_ci_low']:.2f}, {metrics['test_bacc_ci_high']:.2f}] "
+          f"(last epoch {metrics['last_test_bacc_mean']:.2f})")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ import pytest
 from lttools.report.build import build_report
 from lttools.report.leaderboard import markdown, subset_words
 from lttools.report.load import load_results
+from lttools.report.significance import for_results
+from lttools.stats import Settings
 from lttools.retrain.plan import make_plan
-from lttools.retrain.summary import summarize
+from lttools.predictions import identify_test_set
+from lttools.retrain.summary import reported_predictions, summarize
 from lttools.retrain.trainer import train_heads
 from lttools.results import ResultPaths, write_results
 from retrain_helpers import toy_data
@@ -21,8 +24,12 @@ from retrain_helpers import toy_data
 def write_method(root: Path, key: str, entry: dict, seeds=(0, 1)):
     data = toy_data()
     plan = make_plan(key, entry, {"seeds": list(seeds), "epochs": 3, "lr": 0.05})
-    metrics, details = summarize(train_heads(plan, data, quiet=True))
-    write_results(ResultPaths(root), key, metrics, details)
+    history = train_heads(plan, data, quiet=True)
+    metrics, details = summarize(history)
+    labels = data.test_labels.numpy()
+    predictions = reported_predictions(history, labels, (100, 20),
+                                       identify_test_set({"dataset": "toy"}, labels))
+    write_results(ResultPaths(root), key, metrics, details, predictions)
     return metrics
 
 
@@ -64,8 +71,8 @@ def test_empty_group_old_schema_and_unfinished_are_said_plainly(metrics_root):
     assert "**ce**: no finished seeds" in md
     assert "**ghost**: no results yet: run `dvc repro retrain@ghost`" in md
     los = next(l for l in md.splitlines() if "| los |" in l)
-    assert los.split("|")[5].strip() == "—"  # Many: empty group
-    assert los.split("|")[10].strip() == "—"  # ECE: NaN is never printed as a number
+    assert los.split("|")[8].strip() == "—"  # Many: empty group
+    assert los.split("|")[13].strip() == "—"  # ECE: NaN is never printed as a number
     assert "nan" not in md.lower()
 
 
@@ -76,7 +83,7 @@ def test_report_files_and_no_network(metrics_root, tmp_path):
     assert len(pngs) >= 4 and all((tmp_path / "reports" / p).stat().st_size > 5000 for p in pngs)
     html = page.read_text()
     assert html.count("data:image/png;base64,") >= 4
-    assert "id='leaderboard'" in html and html.count("<tr>") == 4
+    assert "id='leaderboard'" in html and html.count("<tr") == 4
     # nothing that a browser would fetch: no http(s) URLs, no external src/href
     assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", html)
     assert "http://" not in html and "https://" not in html
@@ -100,7 +107,7 @@ def test_report_renders_in_headless_chromium(metrics_root, tmp_path):
          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     dom = out.stdout
     assert "<table id=\"leaderboard\">" in dom, out.stderr[-2000:]
-    assert dom.count("<tr>") == 4
+    assert dom.count("<tr") == 4 and "class=\"tied\"" in dom
     # every image decoded: chromium reports naturalWidth only via script, so check a screenshot
     shot = tmp_path / "shot.png"
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
@@ -146,3 +153,33 @@ def test_the_subset_line_says_what_was_used():
                                    "validation split given", "selection first"]
     assert "val_per_class 20" in subset_words({**given, "validation": "carved",
                                                "val_per_class": 20})
+
+
+def test_leaderboard_gives_intervals_and_paired_verdicts(metrics_root, tmp_path):
+    results = load_results(["ce", "los", "crt"], metrics_root)
+    md = markdown(results, sig=for_results(results, Settings(resamples=500)))
+    table = [l.split("|") for l in md.splitlines() if re.match(r"\| \d+ \|", l)]
+    assert "| 95% interval | vs best | vs ce |" in md
+    for row in table:
+        mean = float(row[3].split("±")[0])
+        low, high = (float(x) for x in row[4].strip(" []").split(","))
+        assert low < mean < high
+    assert table[0][5].strip() == "best"
+    assert all(re.match(r" (tied: )?[-+]\d+\.\d\d, p [<=] ", row[5]) for row in table[1:])
+    assert next(row for row in table if row[2].strip() == "ce")[6].strip() == "reference"
+    assert "Intervals and tests: 95% intervals and paired tests" in md
+    assert "Holm-adjusted over the 2 comparisons" in md
+    # computed from the stored predictions, and seeded: the same bytes again
+    again = markdown(load_results(["ce", "los", "crt"], metrics_root),
+                     sig=for_results(results, Settings(resamples=500)))
+    assert again == md
+
+
+def test_a_method_without_predictions_is_ranked_and_says_why_it_has_no_interval(metrics_root):
+    (metrics_root / "predictions" / "crt.npz").unlink()
+    (metrics_root / "predictions" / "los.npz").write_bytes(b"damaged")
+    results = load_results(["ce", "los", "crt"], metrics_root)
+    md = markdown(results, sig=for_results(results, Settings(resamples=200)))
+    assert "No interval for **crt**: no " in md and "re-run `dvc repro -f retrain@crt`" in md
+    assert "No interval for **los**: " in md and "unreadable" in md
+    assert len([l for l in md.splitlines() if re.match(r"\| \d+ \|", l)]) == 3

@@ -1,13 +1,14 @@
 """A head trained in a batch of heads equals the same head trained alone, the plain way
 (nn.Linear, torch.optim.SGD, CosineAnnealingLR). This checks the batching; the formulas
 themselves are checked independently in test_method_formulas.py."""
+import numpy as np
 import pytest
 import torch
 
 from lttools.retrain.plan import make_plan
 from lttools.retrain.reference import train_one_head
 from lttools.retrain.registry import all_methods
-from lttools.retrain.summary import summarize
+from lttools.retrain.summary import reported_predictions, summarize
 from lttools.retrain.trainer import train_heads
 from retrain_helpers import toy_data
 
@@ -88,10 +89,20 @@ def test_test_scores_only_where_reported_equal_scoring_every_epoch(name):
     data = toy_data(views=2)
     plan = make_plan(name, {"method": name, "epochs": 4, "batch_size": 16, **GRIDS.get(name, {})},
                      {"seeds": [0, 5], "lr": 0.05})
-    lean = summarize(train_heads(plan, data, views=2, quiet=True))
+    lean_history = train_heads(plan, data, views=2, quiet=True)
+    lean = summarize(lean_history)
     full_history = train_heads(plan, data, views=2, quiet=True, test_every_epoch=True)
     full = summarize(full_history)
     assert lean[0] == full[0]
     for part in ("per_class", "reliability", "selections", "epochs"):
         assert lean[1][part] == full[1][part], part
     assert torch.isfinite(full_history.scalars["test"]["bacc"]).all()  # really every epoch
+    # the stored predictions are the reported results: their balanced accuracy per seed
+    labels = data.test_labels.numpy()
+    for history in (lean_history, full_history):
+        pred = reported_predictions(history, labels, (100, 20), {})
+        for which, prefix in (("selected", "test"), ("last", "last_test")):
+            per_class = np.stack([[(pred.correct(which)[s, labels == c]).mean()
+                                   for c in np.unique(labels)] for s in range(2)])
+            bacc = 100 * per_class.mean(1)
+            assert lean[0][f"{prefix}_bacc_mean"] == pytest.approx(bacc.mean(), abs=1e-9), which

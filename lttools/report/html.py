@@ -6,23 +6,34 @@ import base64
 import html
 from pathlib import Path
 
-from lttools.report.leaderboard import COLUMNS, NO_VALIDATION, backbone_lines, problems, rows
+from lttools.report.leaderboard import (NO_VALIDATION, backbone_lines, header, problems, rows,
+                                       uncertainty_lines)
 from lttools.report.load import MethodResult
+from lttools.report.significance import Significance
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px}
 th{background:#f2f2f2}td{text-align:right}td:nth-child(2),td:last-child{text-align:left}
-img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note{color:#555;font-size:13px}"""
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note{color:#555;font-size:13px}
+tr.tied td{background:#eef6ee}"""
+
+
+def _tied(row: list[str], sig: Significance | None) -> str:
+    """Rows statistically tied with the best are shaded (the best's own row too)."""
+    return " class='tied'" if sig is not None and (row[4] == "best" or row[4].startswith("tied")) \
+        else ""
 
 
 def render(results: list[MethodResult], plots: list[tuple[str, Path]], title: str,
-           intro: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in rows(results))
-    notes = [intro, *backbone_lines(results)]
+           intro: str, sig: Significance | None = None) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header(sig))
+    body = "".join(f"<tr{_tied(row, sig)}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row)
+                   + "</tr>" for row in rows(results, sig))
+    notes = [intro, *backbone_lines(results), *uncertainty_lines(results, sig)]
     if any(r.get("selected_on_validation") == 0 for r in results):
         notes.append(NO_VALIDATION)
+    if sig is not None:
+        notes.append("Shaded rows: statistically tied with the best method.")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
              *(f"<p class='note'>{html.escape(n.replace('**', ''))}</p>" for n in notes),

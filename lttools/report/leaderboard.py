@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from lttools.report.load import MethodResult, ranked
+from lttools.report.significance import Significance
 
 NO_VALIDATION = ("**No validation split** (data.val_per_class = 0): no epoch or grid point was "
                  "selected; every number is the last epoch of the one setting given.")
-COLUMNS = ("rank", "method", "test bal. acc", "last epoch", "Many", "Medium", "Few",
-           "LoMa mean (spread)", "RSD", "ECE", "‖w‖ max/min", "selected")
+COLUMNS = ("rank", "method", "test bal. acc", "interval", "vs best", "vs ce", "last epoch",
+           "Many", "Medium", "Few", "LoMa mean (spread)", "RSD", "ECE", "‖w‖ max/min", "selected")
 
 
 def pm(r: MethodResult, name: str) -> str:
@@ -14,6 +15,34 @@ def pm(r: MethodResult, name: str) -> str:
     if mean is None:
         return "—"
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def bounds(interval: tuple[float, float] | None) -> str:
+    return "—" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+def with_interval(r: MethodResult, name: str, sig: Significance | None, statistic: str) -> str:
+    cell = pm(r, name)
+    interval = sig.interval(r.key, statistic) if sig is not None else None
+    return cell if cell == "—" or interval is None else f"{cell} {bounds(interval)}"
+
+
+def versus_best(r: MethodResult, sig: Significance | None) -> str:
+    if sig is None or r.key not in sig.boot.results:
+        return "—"
+    if r.key == sig.best:
+        return "best"
+    verdict = sig.vs_best[r.key]
+    return ("tied: " if not verdict.significant else "") + verdict.words()
+
+
+def versus_reference(r: MethodResult, sig: Significance | None) -> str:
+    if sig is None or sig.reference is None or r.key not in sig.boot.results:
+        return "—"
+    if r.key == sig.reference:
+        return "reference"
+    verdict = sig.vs_reference[r.key]
+    return verdict.words() + ("" if verdict.significant else " (no difference)")
 
 
 def selected(r: MethodResult) -> str:
@@ -29,7 +58,7 @@ def selected(r: MethodResult) -> str:
     return ", ".join(parts) or "—"
 
 
-def rows(results: list[MethodResult]) -> list[list[str]]:
+def rows(results: list[MethodResult], sig: Significance | None = None) -> list[list[str]]:
     out = []
     for i, r in enumerate(ranked(results), start=1):
         loma = r.get("test_loma_mean_mean")
@@ -37,10 +66,20 @@ def rows(results: list[MethodResult]) -> list[list[str]]:
         loma_cell = "—" if loma is None else f"{loma:.2f} ({loma_sd:.2f})"
         name = r.key if r.details.get("method", r.key) == r.key else \
             f"{r.key} ({r.details['method']})"
-        out.append([str(i), name, pm(r, "test_bacc"), pm(r, "last_test_bacc"), pm(r, "test_many"),
-                    pm(r, "test_medium"), pm(r, "test_few"), loma_cell, pm(r, "test_rsd_mean"),
-                    pm(r, "test_ece"), pm(r, "test_wnorm_ratio"), selected(r)])
+        interval = sig.interval(r.key) if sig is not None else None
+        out.append([str(i), name, pm(r, "test_bacc"), bounds(interval), versus_best(r, sig),
+                    versus_reference(r, sig), pm(r, "last_test_bacc"),
+                    *(with_interval(r, f"test_{g}", sig, g) for g in ("many", "medium", "few")),
+                    loma_cell, pm(r, "test_rsd_mean"), pm(r, "test_ece"),
+                    pm(r, "test_wnorm_ratio"), selected(r)])
     return out
+
+
+def header(sig: Significance | None) -> list[str]:
+    level = f"{sig.settings.level:.0%} " if sig is not None else ""
+    ref = sig.reference if sig is not None and sig.reference else "ce"
+    return [f"{level}interval" if c == "interval" else f"vs {ref}" if c == "vs ce" else c
+            for c in COLUMNS]
 
 
 def subset_words(data: dict) -> list[str]:
@@ -82,7 +121,19 @@ def problems(results: list[MethodResult]) -> list[tuple[str, str]]:
     return [(r.key, r.problem) for r in results if r.problem is not None]
 
 
-def markdown(results: list[MethodResult], backbone: dict | None = None) -> str:
+def uncertainty_lines(results: list[MethodResult], sig: Significance | None) -> list[str]:
+    """How the intervals and tests were computed, in one line; which methods have none."""
+    if sig is None:
+        return ["No intervals: no method has stored test predictions (re-run `dvc repro`)."] \
+            if ranked(results) else []
+    lines = [f"Intervals and tests: {sig.description()} Many / Medium / Few cells give their "
+             "interval in brackets."]
+    lines += [f"No interval for **{k}**: {why}" for k, why in sig.left_out.items()]
+    return lines
+
+
+def markdown(results: list[MethodResult], backbone: dict | None = None,
+             sig: Significance | None = None) -> str:
     seeds = {int(r.get("num_seeds") or 0) for r in ranked(results)}
     lines = ["# Leaderboard", "",
              "Classifier re-training on one frozen backbone. Test balanced accuracy (%) at the "
@@ -92,13 +143,14 @@ def markdown(results: list[MethodResult], backbone: dict | None = None) -> str:
              "20 training images; — marks an empty group. LoMa: logits magnitude, mean across "
              "classes (std across classes); RSD: regularised std; ECE: calibration error (%); "
              "‖w‖ max/min: largest over smallest class-weight norm.", ""]
-    origin = backbone_lines(results)
-    lines += [*origin, ""] if origin else []
+    origin = backbone_lines(results) + uncertainty_lines(results, sig)
+    for line in origin:
+        lines += [line, ""]
     if any(r.get("selected_on_validation") == 0 for r in ranked(results)):
         lines += [NO_VALIDATION, ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("| " + " | ".join(header(sig)) + " |")
     lines.append("|" + "---|" * len(COLUMNS))
-    lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(results, sig)]
     if backbone:
         acc = backbone.get("test_bacc")
         if isinstance(acc, (int, float)):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lttools.errors import LTError
+from lttools.predictions import Predictions, load_predictions
 from lttools.results import METRICS_SCHEMA, ResultPaths
 
 
@@ -18,6 +20,8 @@ class MethodResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     per_class: list[dict[str, Any]] = field(default_factory=list)
     problem: str | None = None  # set when the method cannot be ranked
+    predictions: Predictions | None = None  # per-seed test predictions, for intervals
+    predictions_problem: str | None = None  # why there are none
 
     def get(self, name: str) -> float | None:
         v = self.metrics.get(name)
@@ -53,7 +57,19 @@ def load_method(key: str, paths: ResultPaths) -> MethodResult:
         r.problem = "no finished seeds"
     else:
         r.metrics = metrics
+        _load_predictions(r, paths.predictions(key))
     return r
+
+
+def _load_predictions(r: MethodResult, path: Path) -> None:
+    if not path.exists():
+        r.predictions_problem = (f"no {path}: results from before predictions were kept; "
+                                 f"re-run `dvc repro -f retrain@{r.key}`")
+        return
+    try:
+        r.predictions = load_predictions(path)
+    except LTError as exc:
+        r.predictions_problem = str(exc)
 
 
 def load_results(keys: list[str], root: str | Path = "metrics") -> list[MethodResult]:

@@ -9,11 +9,14 @@ import torch
 
 from lttools.data.longtail import FEW_BELOW, MANY_ABOVE
 from lttools.device import resolve_device
+from lttools.errors import LTError
 from lttools.features.store import FeatureStore, open_store
+from lttools.predictions import Predictions, identify_test_set
 from lttools.provenance import check_backbone, store_provenance
 from lttools.retrain.plan import make_plan
-from lttools.retrain.summary import summarize
+from lttools.retrain.summary import reported_predictions, summarize
 from lttools.retrain.trainer import FeatureData, train_heads
+from lttools.stats import STATISTICS, Settings, bootstrap
 
 
 def load_feature_data(store: FeatureStore, views: int, flip_test: bool, device: torch.device,
@@ -48,13 +51,30 @@ def load_feature_data(store: FeatureStore, views: int, flip_test: bool, device: 
                           int(store.attrs.get("few_below", FEW_BELOW))))
 
 
+def add_intervals(metrics: dict[str, float], predictions: Predictions,
+                  settings: Settings) -> None:
+    """`test_<statistic>_ci_low` / `_ci_high` of the selected results (lttools/stats.py), so
+    that `dvc metrics diff` and `dvc exp show` carry them."""
+    boot = bootstrap({"selected": predictions.correct("selected")}, predictions.labels,
+                     predictions.train_counts, predictions.thresholds, settings)
+    for g, statistic in enumerate(STATISTICS):
+        if boot.available[g]:
+            low, high = boot.interval("selected", statistic)
+            metrics[f"test_{statistic}_ci_low"] = low
+            metrics[f"test_{statistic}_ci_high"] = high
+    metrics["ci_level"] = settings.level
+
+
 def run_method(key: str, entry: dict[str, Any] | None, shared: dict[str, Any],
                features: str | Path, expect: dict[str, Any] | None = None,
-               backbone: str | Path | None = None,
-               quiet: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
+               backbone: str | Path | None = None, quiet: bool = False,
+               uncertainty: dict[str, Any] | None = None,
+               ) -> tuple[dict[str, float], dict[str, Any], Predictions]:
     """Train and summarise one `methods:` entry on the store at `features`, after checking
     the store against the params (`expect`) and, when given, the backbone it must come from.
-    The details record where the numbers come from (provenance)."""
+    The details record where the numbers come from (provenance); the predictions are each
+    seed's test-set class ids, from which the metrics' intervals come (`uncertainty`)."""
+    settings = Settings.from_params(uncertainty)
     plan = make_plan(key, entry, shared)  # validate params before touching any data
     store = open_store(features, expect=expect)
     if backbone is not None:
@@ -66,9 +86,15 @@ def run_method(key: str, entry: dict[str, Any] | None, shared: dict[str, Any],
     history = train_heads(plan, data, views=views, device=device, quiet=quiet,
                           memory_gb=shared.get("memory_gb"))
     metrics, details = summarize(history)
+    labels = store.labels["test"]
+    if not len(labels):
+        raise LTError(f"{store.path} has no test images; the test split is what is reported")
+    predictions = reported_predictions(history, labels, data.group_thresholds,
+                                   identify_test_set(store.attrs, labels))
+    add_intervals(metrics, predictions, settings)
     details["provenance"] = store_provenance(store.path, store.attrs)
     names = json.loads(store.attrs["class_names"]) if "class_names" in store.attrs else None
     if names:
         for row in details["per_class"]:
             row["name"] = names[row["class"]]
-    return metrics, details
+    return metrics, details, predictions

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from lttools.metrics import mean_std
+from lttools.predictions import Predictions
 from lttools.results import METRICS_SCHEMA
 from lttools.retrain.trainer import History
 
@@ -97,6 +98,23 @@ def summarize(history: History) -> tuple[dict[str, float], dict[str, Any]]:
             for b in range(pc["rel_count"].shape[-1])],
     }
     return metrics, details
+
+
+def reported_predictions(history: History, labels: np.ndarray, thresholds: tuple[int, int],
+                         test_set: dict[str, Any]) -> Predictions:
+    """Per seed [S, N]: the test predictions at the selected head and epoch, and at the last
+    epoch of the head best on validation there (the numbers the metrics report)."""
+    picks = select(history)
+    pred = history.predictions
+    for p in picks:
+        kept = int(pred["selected_epoch"][p["head"]])
+        if kept != p["epoch"]:
+            raise AssertionError(f"head {p['head']}: predictions kept at epoch {kept}, selection "
+                                 f"chose epoch {p['epoch']}")
+    return Predictions(
+        np.asarray(labels), torch.stack([pred["selected"][p["head"]] for p in picks]).numpy(),
+        torch.stack([pred["last"][p["last_head"]] for p in picks]).numpy(),
+        np.asarray(history.plan.seeds), history.class_counts, thresholds, test_set)
 
 
 def _count(counts: np.ndarray, k: int) -> int | None:

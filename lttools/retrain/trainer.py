@@ -53,6 +53,9 @@ class History:
     per_class: dict[str, dict[str, torch.Tensor]]  # split -> {acc, loma: [H, E+1, K], rel_*: bins}
     final_params: dict[str, torch.Tensor]
     class_counts: np.ndarray  # training counts, for reporting per-class results by frequency
+    # test-set class ids [H, N] of every head: "selected" at its best validation epoch (the last
+    # one without validation), "last" at the last epoch; "selected_epoch" [H] says which epoch
+    predictions: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 def head_seeds(plan: Plan) -> list[int]:
@@ -152,11 +155,11 @@ def _split_logits(plan, params, frozen, views: torch.Tensor, hp, linear) -> torc
 
 
 def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_rows: int,
-              splits: tuple[str, ...] = ("val", "test")):
+              splits: tuple[str, ...] = ("val", "test"), predict: bool = False):
     """Scores of every head on `splits` (val skipped where the store has none), the logits
     computed `eval_rows` samples at a time and reduced to per-class statistics, so memory does
-    not grow with the split."""
-    out_scalars, out_pc = {}, {}
+    not grow with the split; with `predict`, also each head's predicted class ids [H, N]."""
+    out_scalars, out_pc, out_pred = {}, {}, {}
     heads = plan.num_heads
     with torch.no_grad():
         linear = _predicting_head(plan, params, frozen, hp, counts)
@@ -166,9 +169,14 @@ def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_rows: in
                 continue
             k = data.head_weight.shape[0]
             stats = LogitStats((heads,), k, views.device)
+            predicted = []
             for i in range(0, len(labels), eval_rows):
                 z = _split_logits(plan, params, frozen, views[:, i:i + eval_rows], hp, linear)
                 stats.update(z, labels[i:i + eval_rows])
+                if predict:
+                    predicted.append(z.argmax(-1).cpu())
+            if predict:
+                out_pred[split] = torch.cat(predicted, 1)
             sc = {**stats.summary(data.class_counts, *data.group_thresholds),
                   **stats.diagnostics()}
             out_scalars[split] = {m: v.cpu() for m, v in sc.items()}
@@ -179,7 +187,7 @@ def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_rows: in
     w = linear[0] if linear is not None else params.get("w")  # cosine head: its raw rows
     if w is not None and "test" in out_scalars:
         out_scalars["test"]["wnorm_ratio"] = _weight_norm_ratio(w)
-    return out_scalars, out_pc
+    return out_scalars, out_pc, out_pred
 
 
 class BestWeights:
@@ -275,7 +283,9 @@ def _merge(plan: Plan, parts: list[History]) -> History:
     cat = lambda key: {s: {m: torch.cat([getattr(p, key)[s][m] for p in parts])  # noqa: E731
                            for m in getattr(parts[0], key)[s]} for s in getattr(parts[0], key)}
     params = {k: torch.cat([p.final_params[k] for p in parts]) for k in parts[0].final_params}
-    return History(plan, cat("scalars"), cat("per_class"), params, parts[0].class_counts)
+    predictions = {k: torch.cat([p.predictions[k] for p in parts]) for k in parts[0].predictions}
+    return History(plan, cat("scalars"), cat("per_class"), params, parts[0].class_counts,
+                   predictions)
 
 
 def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | torch.device = "cpu",
@@ -335,7 +345,7 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
 
     def record(epoch: int):
         recorded.append(epoch)
-        sc, pc = _evaluate(plan, params, frozen, data, hp, counts, eval_rows, splits)
+        sc, pc, _ = _evaluate(plan, params, frozen, data, hp, counts, eval_rows, splits)
         for split in sc:
             for k, v in sc[split].items():
                 history_sc.setdefault(split, {}).setdefault(k, []).append(v)
@@ -368,19 +378,25 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
             record(epoch + 1)
     stack = lambda d: {s: {k: torch.stack(v, 1) for k, v in m.items()} for s, m in d.items()}
     scalars, per_class = stack(history_sc), stack(history_pc)
+    columns = len(recorded)
+    last = _evaluate(plan, params, frozen, data, hp, counts, eval_rows, ("test",), predict=True)
+    everyone = torch.arange(plan.num_heads)
+    at = {columns - 1: (last[0]["test"], last[1]["test"], everyone)}
+    predictions = {"last": last[2]["test"], "selected": last[2]["test"].clone(),
+                   "selected_epoch": torch.full((plan.num_heads,), recorded[-1])}
+    earlier = [] if best is None else [c for c in best.epoch.unique().tolist()
+                                       if c != columns - 1]
+    if earlier:  # heads whose best epoch is the last one are scored once, above
+        chosen = _evaluate(plan, best.params, frozen, data, hp, counts, eval_rows, ("test",),
+                           predict=True)
+        for column in earlier:
+            rows = torch.nonzero(best.epoch == column).flatten()
+            at[column] = (chosen[0]["test"], chosen[1]["test"], rows)
+            predictions["selected"][rows] = chosen[2]["test"][rows]
+            predictions["selected_epoch"][rows] = column
     if not test_every_epoch:
-        columns = len(recorded)
-        last = _evaluate(plan, params, frozen, data, hp, counts, eval_rows, ("test",))
-        everyone = torch.arange(plan.num_heads)
-        at = {columns - 1: (last[0]["test"], last[1]["test"], everyone)}
-        earlier = [] if best is None else [c for c in best.epoch.unique().tolist()
-                                           if c != columns - 1]
-        if earlier:  # heads whose best epoch is the last one are scored once, above
-            chosen = _evaluate(plan, best.params, frozen, data, hp, counts, eval_rows, ("test",))
-            for column in earlier:
-                at[column] = (chosen[0]["test"], chosen[1]["test"],
-                              torch.nonzero(best.epoch == column).flatten())
         scalars["test"], per_class["test"] = _test_history(columns, at, plan.num_heads)
     return History(plan, scalars, per_class,
                    {k: v.detach().cpu() for k, v in params.items()},
-                   np.asarray(data.class_counts if data.class_counts is not None else []))
+                   np.asarray(data.class_counts if data.class_counts is not None else []),
+                   predictions)

@@ -1,0 +1,97 @@
+"""Which gaps on the leaderboard are larger than the noise: every method's interval, and paired
+tests against the best method and against a reference (`ce`), corrected for the number of
+comparisons, all from the stored test predictions (lttools/stats.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lttools.predictions import Predictions, pairing_problem
+from lttools.report.load import MethodResult, ranked
+from lttools.stats import STATISTICS, Bootstrap, Settings, adjust, bootstrap
+
+@dataclass(frozen=True)
+class Verdict:
+    difference: float  # percentage points, first minus second
+    p: float
+    p_adjusted: float
+    alpha: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p_adjusted < self.alpha
+
+    def words(self) -> str:
+        p = "p < 0.001" if self.p_adjusted < 0.001 else f"p = {self.p_adjusted:.3f}"
+        return f"{self.difference:+.2f}, {p}"
+
+
+def compare_all(boot: Bootstrap, names: list, reference,
+                statistic: str = "bacc") -> dict[Any, Verdict]:
+    """Each name against `reference` (paired), adjusted over those comparisons."""
+    others = [n for n in names if n != reference]
+    raw = [boot.difference(n, reference, statistic) for n in others]
+    adjusted = adjust([p for _, p in raw], boot.settings.correction)
+    return {n: Verdict(d, p, pa, boot.settings.alpha)
+            for n, (d, p), pa in zip(others, raw, adjusted)}
+
+
+@dataclass
+class Significance:
+    settings: Settings
+    boot: Bootstrap
+    best: str
+    reference: str | None
+    vs_best: dict[str, Verdict]
+    vs_reference: dict[str, Verdict]
+    left_out: dict[str, str] = field(default_factory=dict)  # key -> why it has no interval
+
+    def interval(self, key: str, statistic: str = "bacc") -> tuple[float, float] | None:
+        if key not in self.boot.results or not self.boot.available[STATISTICS.index(statistic)]:
+            return None
+        return self.boot.interval(key, statistic)
+
+    def tied_with_best(self, key: str) -> bool:
+        return key == self.best or (key in self.vs_best and not self.vs_best[key].significant)
+
+    def description(self) -> str:
+        name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[self.settings.correction]
+        ref = f" and against {self.reference}" if self.reference else ""
+        return (f"{self.settings.describe()}. Paired tests on the same resampled images against "
+                f"the best method{ref}, {name}-adjusted over the "
+                f"{len(self.vs_best)} comparisons of each kind; 'tied' with the best: adjusted "
+                f"p ≥ {self.settings.alpha:.2g}.")
+
+
+def significance(predictions: dict[str, Predictions], order: list[str], settings: Settings,
+                 reference: str = "ce", missing: dict[str, str] | None = None,
+                 ) -> Significance | None:
+    """`order`: the ranked method keys, best first. Methods without predictions (`missing`
+    says why), or on other test images than the best's, get no interval (said in `left_out`)."""
+    left_out = {k: (missing or {}).get(k, "no predictions file: re-run its retrain stage")
+                for k in order if k not in predictions}
+    keys = [k for k in order if k in predictions]
+    if not keys:
+        return None
+    first = predictions[keys[0]]
+    for k in keys[1:]:
+        why = pairing_problem(first.test_set, predictions[k].test_set)
+        if why:
+            left_out[k] = f"not on the same test images as {keys[0]}: {why}"
+    keys = [k for k in keys if k not in left_out]
+    boot = bootstrap({k: predictions[k].correct() for k in keys}, first.labels,
+                     first.train_counts, first.thresholds, settings)
+    ref = reference if reference in keys and reference != keys[0] else None
+    return Significance(settings, boot, keys[0], ref, compare_all(boot, keys, keys[0]),
+                        compare_all(boot, keys, ref) if ref else {}, left_out)
+
+
+def for_results(results: list[MethodResult], settings: Settings,
+                reference: str = "ce") -> Significance | None:
+    """The significance of a leaderboard's ranked methods."""
+    order = [r.key for r in ranked(results)]
+    by_key = {r.key: r for r in results}
+    return significance({k: by_key[k].predictions for k in order if by_key[k].predictions},
+                        order, settings, reference,
+                        {k: by_key[k].predictions_problem for k in order
+                         if by_key[k].predictions_problem})

@@ -1,0 +1,224 @@
+"""How sure is a number, and a difference? Two sources of noise in a re-training result:
+the finite test sample, and the training seeds.
+
+- Test images: a bootstrap that resamples the test images within each class (class sizes stay
+  fixed, as balanced accuracy needs). Balanced accuracy on a resample is linear in the images'
+  resample counts w: bacc = sum_i w_i c_i / (K n_{y_i}), c_i = 1 when image i is right, so one
+  matrix product scores every resample of every result, seed and class group (all, Many,
+  Medium, Few). Results scored on the same resamples are paired: a difference keeps only the
+  noise that does not cancel on the same images.
+- Seeds: their variance s^2 / S around the seed mean, with S - 1 degrees of freedom; with 3
+  seeds it is itself uncertain, so intervals and tests use Student's t with the
+  Welch-Satterthwaite degrees of freedom of image + seed variance. A seed shifts whole classes
+  (one head favours some classes): a bootstrap over images alone misses that and, in the
+  simulation of tests/test_stats.py, rejects a true null about a third of the time.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import t as student_t
+
+from lttools.data.longtail import GROUPS, class_groups
+from lttools.errors import LTError
+
+STATISTICS = ("bacc", *GROUPS)  # balanced accuracy over all classes, then each group's
+CORRECTIONS = ("holm", "bh")  # Holm: family-wise error; Benjamini-Hochberg: false discovery rate
+SEED_MODES = ("include", "ignore")  # ignore: test images only (too optimistic; for comparison)
+WEIGHT_BLOCK = 2 ** 22  # resample counts held at once (resamples x images)
+
+
+@dataclass(frozen=True)
+class Settings:
+    resamples: int = 2000
+    level: float = 0.95
+    seed: int = 0
+    seeds: str = "include"
+    correction: str = "holm"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.resamples, int) or isinstance(self.resamples, bool) or \
+                not 100 <= self.resamples <= 1_000_000:
+            raise LTError(f"uncertainty.resamples = {self.resamples!r} must be a whole number "
+                          "from 100 to 1,000,000 (2000 is plenty for 95 % intervals)")
+        if not isinstance(self.level, (int, float)) or not 0.5 <= self.level < 1:
+            raise LTError(f"uncertainty.level = {self.level!r} must be in [0.5, 1) (0.95: 95 % "
+                          "intervals, tests at alpha 0.05)")
+        if self.seeds not in SEED_MODES:
+            raise LTError(f"uncertainty.seeds = {self.seeds!r}: choose one of "
+                          f"{', '.join(SEED_MODES)}")
+        if self.correction not in CORRECTIONS:
+            raise LTError(f"uncertainty.correction = {self.correction!r}: choose one of "
+                          f"{', '.join(CORRECTIONS)} (holm: family-wise error rate; bh: "
+                          "Benjamini-Hochberg, false discovery rate)")
+
+    @property
+    def alpha(self) -> float:
+        return 1 - self.level
+
+    @classmethod
+    def from_params(cls, section: dict | None) -> "Settings":
+        section = dict(section or {})
+        unknown = sorted(set(section) - {"resamples", "level", "seed", "seeds", "correction"})
+        if unknown:
+            raise LTError(f"unknown key(s) under `uncertainty:` in params.yaml: {', '.join(unknown)}"
+                          "; known: resamples, level, seed, seeds, correction")
+        return cls(**section)
+
+    def describe(self) -> str:
+        seeds = ("plus the variance between training seeds (Student's t, Welch-Satterthwaite "
+                 "degrees of freedom)" if self.seeds == "include" else "seeds ignored")
+        return (f"{self.level:.0%} intervals and paired tests: test images resampled within each "
+                f"class ({self.resamples} bootstrap resamples, seed {self.seed}, the same for "
+                f"every method), {seeds}")
+
+
+def group_weights(labels: np.ndarray, train_counts: np.ndarray,
+                  thresholds: tuple[int, int]) -> np.ndarray:
+    """[G, N]: image i's share in each statistic of STATISTICS, 1 / (K_g n_{y_i}) for the K_g
+    test classes of the group (an empty group's row is all zero)."""
+    k = len(train_counts)
+    n_test = np.bincount(labels, minlength=k)
+    present = n_test > 0
+    groups = class_groups(np.asarray(train_counts), *thresholds)
+    members = [present] + [present & np.isin(np.arange(k), groups[g]) for g in GROUPS]
+    out = np.zeros((len(members), len(labels)))
+    for row, classes in zip(out, members):
+        if classes.any():
+            share = np.where(classes, 1.0 / np.maximum(n_test, 1) / classes.sum(), 0.0)
+            row[:] = share[labels]
+    return out
+
+
+def image_resamples(labels: np.ndarray, resamples: int, seed: int):
+    """Blocks of [b, N] resample counts: each class's test images drawn with replacement as
+    many times as the class has images. The same seed gives the same resamples in any block
+    size, so every method (and every revision) is scored on the same ones."""
+    n = len(labels)
+    order = np.argsort(labels, kind="stable")
+    sizes = np.bincount(labels)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    slot_start, slot_size = starts[labels[order]], sizes[labels[order]]
+    rng = np.random.default_rng([seed, 0])
+    block = max(1, WEIGHT_BLOCK // max(n, 1))
+    for b0 in range(0, resamples, block):
+        b = min(block, resamples - b0)
+        pick = slot_start + (rng.random((b, n)) * slot_size).astype(np.int64)
+        flat = order[pick] + (np.arange(b) * n)[:, None]
+        yield np.bincount(flat.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+@dataclass
+class Result:
+    """One result's scores (a method, or a method in one revision), percent, per statistic G:
+    per seed on the test set as it is [S, G], and on every image resample [B, S, G]."""
+    on_test: np.ndarray
+    resampled: np.ndarray
+
+    @property
+    def estimate(self) -> np.ndarray:
+        return self.on_test.mean(0)
+
+    def seed_variance(self) -> np.ndarray:
+        """[G]: what the seeds add to the variance of the seed mean, s^2 / S (unbiased), less
+        each seed's image-level disagreement, which the image resamples already hold:
+        (V_1 - V_S) / (S - 1), V_1 the image variance of one seed, V_S of the seed mean."""
+        s = self.on_test.shape[0]
+        if s < 2:
+            return np.zeros(self.on_test.shape[1])
+        v_one = self.resampled.var(0).mean(0)
+        v_mean = self.resampled.mean(1).var(0)
+        return np.maximum(self.on_test.var(0, ddof=1) / s - np.maximum(v_one - v_mean, 0)
+                          / (s - 1), 0)
+
+
+@dataclass
+class Bootstrap:
+    """Results scored on the same image resamples, with their intervals and paired tests."""
+    results: dict
+    available: np.ndarray  # [G] bool: the group has test classes
+    settings: Settings
+
+    def _stat(self, statistic: str) -> int:
+        return STATISTICS.index(statistic)
+
+    def estimate(self, name, statistic: str = "bacc") -> float:
+        return float(self.results[name].estimate[self._stat(statistic)])
+
+    def _spread(self, names: list, signs: list[float], g: int) -> tuple[float, float]:
+        """Standard error and effective degrees of freedom of sum(sign * seed mean): the image
+        part from the shared resamples (paired), the seed parts each with S - 1 degrees of
+        freedom (Welch-Satterthwaite)."""
+        rs = [self.results[n] for n in names]
+        image = np.var(sum(sign * r.resampled.mean(1)[:, g] for sign, r in zip(signs, rs)))
+        seed_parts = [(r.seed_variance()[g] if self.settings.seeds == "include" else 0.0,
+                       r.on_test.shape[0] - 1) for r in rs]
+        total = image + sum(v for v, _ in seed_parts)
+        denom = sum(v * v / df for v, df in seed_parts if df > 0 and v > 0)
+        return float(np.sqrt(total)), float(total * total / denom) if denom > 0 else math.inf
+
+    def interval(self, name, statistic: str = "bacc") -> tuple[float, float]:
+        g = self._stat(statistic)
+        se, df = self._spread([name], [1.0], g)
+        half = se * float(student_t.ppf(1 - self.settings.alpha / 2, df))
+        est = self.estimate(name, statistic)
+        return est - half, est + half
+
+    def difference(self, a, b, statistic: str = "bacc") -> tuple[float, float]:
+        """Estimate of a - b and the two-sided p-value of 'no difference'."""
+        g = self._stat(statistic)
+        est = self.estimate(a, statistic) - self.estimate(b, statistic)
+        se, df = self._spread([a, b], [1.0, -1.0], g)
+        if se == 0:
+            return est, 1.0 if abs(est) < 1e-12 else 0.0
+        return est, float(2 * student_t.sf(abs(est) / se, df))
+
+
+def bootstrap(correct: dict, labels: np.ndarray, train_counts: np.ndarray,
+              thresholds: tuple[int, int], settings: Settings = Settings()) -> Bootstrap:
+    """`correct`: per result name, [S, N] booleans (seed s got test image i right), all on the
+    same test images `labels`. Every result is scored on the same image resamples."""
+    names = list(correct)
+    labels = np.asarray(labels, dtype=np.int64)
+    shares = group_weights(labels, np.asarray(train_counts), thresholds)  # [G, N]
+    g_count = shares.shape[0]
+    blocks, seed_counts = [], []
+    for name in names:
+        c = np.asarray(correct[name], dtype=np.float64)
+        if c.ndim != 2 or c.shape[1] != len(labels):
+            raise LTError(f"{name}: predictions for {c.shape[-1]} test images, the labels have "
+                          f"{len(labels)}")
+        blocks.append((c[:, None, :] * shares[None]).reshape(-1, len(labels)))  # [S*G, N]
+        seed_counts.append(c.shape[0])
+    columns = np.concatenate(blocks).T  # [N, sum S*G]
+    offsets = np.concatenate([[0], np.cumsum([s * g_count for s in seed_counts])])
+    resampled = 100 * np.concatenate(list(image_resamples(labels, settings.resamples,
+                                                          settings.seed))) @ columns
+    on_test = 100 * columns.sum(0)
+    results = {name: Result(on_test[offsets[m]:offsets[m + 1]].reshape(s, g_count),
+                            resampled[:, offsets[m]:offsets[m + 1]].reshape(-1, s, g_count))
+               for m, (name, s) in enumerate(zip(names, seed_counts))}
+    return Bootstrap(results, shares.any(1), settings)
+
+
+def adjust(p_values: list[float], correction: str) -> list[float]:
+    """p-values adjusted for the number of comparisons (Holm, or Benjamini-Hochberg)."""
+    if not p_values:
+        return []
+    if correction == "bh":
+        from scipy.stats import false_discovery_control
+
+        return false_discovery_control(p_values, method="bh").tolist()
+    return holm(p_values)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error); scipy and numpy have none."""
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
+    out = np.empty_like(p)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out.tolist()
