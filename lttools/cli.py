@@ -1,4 +1,5 @@
 """The `lttools` command: `methods` lists the registry; `report` says where the report is;
+`compare` sets results of revisions side by side, with intervals and paired tests;
 `import-features` builds a feature store from arrays; `export-features` writes one back out."""
 from __future__ import annotations
 
@@ -48,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     ep = sub.add_parser("export-features", help="a feature store's arrays as an .npz")
     ep.add_argument("store")
     ep.add_argument("out")
+    cp = sub.add_parser("compare", help="methods x revisions (commits, branches, tags, DVC "
+                        "experiments, `workspace`): intervals, and changes with paired tests")
+    cp.add_argument("revs", nargs="+", metavar="REV", help="the first is the baseline")
+    cp.add_argument("--repo", default=".", help="the DVC repository (default: here)")
+    cp.add_argument("--out", default="comparison",
+                    help="writes compare.md and compare.html here (default: comparison/)")
+    cp.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    cp.add_argument("--resamples", type=int, help="bootstrap resamples (default: the first "
+                    "revision's uncertainty.resamples)")
     args = p.parse_args(argv)
     try:
         return _run(args)
@@ -60,6 +70,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.cmd == "methods":
         print(methods_text())
         return 0
+    if args.cmd == "compare":
+        return _compare(args)
     if args.cmd == "import-features":
         from lttools.features.arrays import ImportConfig, import_arrays
 
@@ -77,6 +89,28 @@ def _run(args: argparse.Namespace) -> int:
         print(f"no report at {page}; run `dvc repro report` (or `make demo`)", file=sys.stderr)
         return 1
     print(page.resolve())
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from lttools.atomic import write_text
+    from lttools.compare import render
+    from lttools.compare.revisions import read_revision
+    from lttools.compare.table import compare
+    from lttools.stats import Settings
+
+    revisions = [read_revision(args.repo, rev) for rev in args.revs]
+    section = dict(revisions[0].params.get("uncertainty") or {})
+    if args.resamples is not None:
+        section["resamples"] = args.resamples
+    cmp = compare(revisions, Settings.from_params(section))
+    out = Path(args.out)
+    text = render.markdown(cmp)
+    write_text(out / "compare.md", text)
+    write_text(out / "compare.html", render.page(cmp))
+    print(json.dumps(render.as_json(cmp), indent=2) if args.json else text)
     return 0
 
 

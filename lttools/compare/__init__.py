@@ -1,0 +1,1 @@
+"""`lttools compare`: results across commits, branches, tags and DVC experiments."""

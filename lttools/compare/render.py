@@ -1,0 +1,116 @@
+"""A comparison as Markdown, as one self-contained HTML page (no network, like the report),
+and as JSON."""
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from lttools.compare.table import Cell, Comparison
+from lttools.report.html import STYLE
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def accuracy(cell: Cell | None) -> str:
+    if cell is None or cell.estimate is None:
+        return "—"
+    text = f"{cell.estimate:.2f}"
+    if cell.interval is not None:
+        text += f" [{cell.interval[0]:.2f}, {cell.interval[1]:.2f}]"
+    return text
+
+
+def change(cell: Cell | None) -> str:
+    if cell is None:
+        return ""
+    if cell.change is None or cell.verdict == "no change":
+        return cell.verdict
+    return f"{cell.change:+.2f}, {_p(cell.p_adjusted)}: {cell.verdict}"
+
+
+def cell_text(cmp: Comparison, key: str, column: int) -> str:
+    cell = cmp.cells.get((key, column))
+    if cell is None:
+        return "— (no such method)"
+    extra = change(cell) if column > 0 or cell.verdict == "no predictions" else ""
+    return accuracy(cell) + (f"; {extra}" if extra else "")
+
+
+def method_rows(cmp: Comparison) -> list[list[str]]:
+    rows = [[k, *(cell_text(cmp, k, c) for c in range(len(cmp.revisions)))] for k in cmp.methods]
+    rows.append(["stage-1 head (no re-training)",
+                 *(f"{v:.2f}" if (v := cmp.stage1(c)) is not None else "—"
+                   for c in range(len(cmp.revisions)))])
+    return rows
+
+
+def diagnostic_rows(cmp: Comparison) -> list[list[str]]:
+    def text(key: str, column: int) -> str:
+        cell = cmp.cells.get((key, column))
+        if cell is None or cell.loma is None:
+            return "—"
+        return f"{cell.loma:.2f} / {cell.rsd:.2f}" if cell.rsd is not None else f"{cell.loma:.2f}"
+    return [[k, *(text(k, c) for c in range(len(cmp.revisions)))] for k in cmp.methods]
+
+
+def header(cmp: Comparison) -> list[str]:
+    return ["method", *(f"{label} ({r.short})" for label, r in zip(cmp.labels, cmp.revisions))]
+
+
+def description(cmp: Comparison) -> str:
+    name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[cmp.settings.correction]
+    return (f"Test balanced accuracy (%), mean over seeds [{cmp.settings.level:.0%} interval]; "
+            f"changes against {cmp.revisions[0].short} with the paired test's verdict "
+            f"({name}-adjusted over the methods of each column). {cmp.settings.describe()}.")
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def markdown(cmp: Comparison) -> str:
+    lines = ["# Comparison", "", description(cmp), ""]
+    lines += [f"- {n}" for n in cmp.notes] + ([""] if cmp.notes else [])
+    lines += _table(header(cmp), method_rows(cmp))
+    lines += ["", "LoMa mean / RSD mean at the selected epoch (test set):", ""]
+    lines += _table(header(cmp), diagnostic_rows(cmp))
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def page(cmp: Comparison) -> str:
+    notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in [description(cmp),
+                                                                      *cmp.notes])
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>lttools comparison</title>"
+            f"<style>{STYLE}</style></head><body><h1>Comparison</h1>{notes}"
+            f"{_html_table(header(cmp), method_rows(cmp))}"
+            "<h2>LoMa mean / RSD mean</h2>"
+            f"{_html_table(header(cmp), diagnostic_rows(cmp))}</body></html>\n")
+
+
+def as_json(cmp: Comparison) -> dict[str, Any]:
+    def cell(c: Cell) -> dict[str, Any]:
+        return {"test_bacc": c.estimate, "test_bacc_std": c.std,
+                "ci_low": c.interval[0] if c.interval else None,
+                "ci_high": c.interval[1] if c.interval else None,
+                "change": c.change, "p_adjusted": c.p_adjusted, "verdict": c.verdict,
+                "loma_mean": c.loma, "rsd_mean": c.rsd}
+    return {
+        "description": description(cmp), "notes": cmp.notes,
+        "level": cmp.settings.level, "resamples": cmp.settings.resamples,
+        "correction": cmp.settings.correction,
+        "revisions": [{"name": r.name, "commit": r.sha, "label": label, "subject": r.subject,
+                       "stage1_test_bacc": cmp.stage1(c)}
+                      for c, (r, label) in enumerate(zip(cmp.revisions, cmp.labels))],
+        "methods": {k: [cell(cmp.cells[(k, c)]) if (k, c) in cmp.cells else None
+                        for c in range(len(cmp.revisions))] for k in cmp.methods},
+    }

@@ -1,0 +1,125 @@
+"""Methods x revisions: each cell the selected test balanced accuracy with its interval, and
+its change against the first revision with the paired test's verdict (the same test images
+resampled for both; methods of one column Holm- or BH-adjusted together). Revisions on other
+test images keep their own, unpaired intervals and say why they are not paired."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lttools.compare.revisions import Revision, labels
+from lttools.predictions import pairing_problem
+from lttools.stats import Settings, adjust, bootstrap
+
+
+@dataclass
+class Cell:
+    estimate: float | None = None  # mean over seeds, percent
+    std: float | None = None  # over seeds
+    interval: tuple[float, float] | None = None
+    change: float | None = None  # against the first revision, percentage points
+    p_adjusted: float | None = None
+    verdict: str = ""  # "", "no change", "better", "worse", "no significant difference", or why
+    loma: float | None = None
+    rsd: float | None = None
+
+
+@dataclass
+class Comparison:
+    revisions: list[Revision]
+    labels: list[str]
+    methods: list[str]
+    cells: dict[tuple[str, int], Cell]
+    settings: Settings
+    notes: list[str] = field(default_factory=list)
+
+    def stage1(self, column: int) -> float | None:
+        value = self.revisions[column].backbone.get("test_bacc")
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def _num(metrics: dict, name: str) -> float | None:
+    v = metrics.get(name)
+    return float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None
+
+
+def _identity(rev: Revision) -> dict | None:
+    return next((m.predictions.test_set for m in rev.methods.values() if m.predictions), None)
+
+
+def compare(revisions: list[Revision], settings: Settings) -> Comparison:
+    methods = list(dict.fromkeys(k for r in revisions for k in r.methods))
+    cells = {(k, c): Cell() for k in methods for c in range(len(revisions))
+             if k in revisions[c].methods}
+    out = Comparison(revisions, labels(revisions), methods, cells, settings)
+    for (k, c), cell in cells.items():
+        m = revisions[c].methods[k].metrics
+        cell.estimate, cell.std = _num(m, "test_bacc_mean"), _num(m, "test_bacc_std")
+        cell.loma, cell.rsd = _num(m, "test_loma_mean_mean"), _num(m, "test_rsd_mean_mean")
+        if revisions[c].methods[k].predictions is None:
+            cell.verdict = "no predictions"
+    for rev in revisions:
+        missing = {k: m.problem for k, m in rev.methods.items() if m.predictions is None}
+        if missing:
+            out.notes.append(f"{rev.short}: no predictions, so no interval or test, for "
+                             f"{', '.join(missing)}: {next(iter(missing.values()))}")
+    base = _identity(revisions[0])
+    paired_cols = [0]
+    for c, rev in enumerate(revisions[1:], start=1):
+        why = pairing_problem(base, _identity(rev)) if base and _identity(rev) else None
+        if why:
+            out.notes.append(f"{rev.short} is not paired with {revisions[0].short}: the test sets "
+                             f"differ: {why}. Its intervals are its own; no change is tested.")
+            _unpaired(out, c)
+        else:
+            paired_cols.append(c)
+    _paired(out, paired_cols)
+    return out
+
+
+def _predicted(out: Comparison, columns: list[int]) -> dict[tuple[str, int], np.ndarray]:
+    return {(k, c): out.revisions[c].methods[k].predictions for k in out.methods for c in columns
+            if (k, c) in out.cells and out.revisions[c].methods[k].predictions is not None}
+
+
+def _boot(out: Comparison, preds: dict):
+    first = next(iter(preds.values()))
+    return bootstrap({name: p.correct() for name, p in preds.items()}, first.labels,
+                     first.train_counts, first.thresholds, out.settings)
+
+
+def _unpaired(out: Comparison, column: int) -> None:
+    preds = _predicted(out, [column])
+    if preds:
+        boot = _boot(out, preds)
+        for name in preds:
+            out.cells[name].interval = boot.interval(name)
+            out.cells[name].verdict = "not paired (other test set)"
+
+
+def _paired(out: Comparison, columns: list[int]) -> None:
+    preds = _predicted(out, columns)
+    if not preds:
+        return
+    boot = _boot(out, preds)
+    for name in preds:
+        out.cells[name].interval = boot.interval(name)
+    for c in columns[1:]:
+        tested = [k for k in out.methods if (k, c) in preds and (k, 0) in preds]
+        same = {k for k in tested if _same(preds[(k, c)], preds[(k, 0)])}
+        tests = {k: boot.difference((k, c), (k, 0)) for k in tested if k not in same}
+        adjusted = dict(zip(tests, adjust([p for _, p in tests.values()],
+                                          out.settings.correction)))
+        for k in tested:
+            cell = out.cells[(k, c)]
+            if k in same:
+                cell.change, cell.p_adjusted, cell.verdict = 0.0, 1.0, "no change"
+                continue
+            cell.change, cell.p_adjusted = tests[k][0], adjusted[k]
+            cell.verdict = ("no significant difference" if adjusted[k] >= out.settings.alpha
+                            else "better" if cell.change > 0 else "worse")
+
+
+def _same(a, b) -> bool:
+    return a.selected.shape == b.selected.shape and bool((a.selected == b.selected).all())
