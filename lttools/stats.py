@@ -43,6 +43,8 @@ class Settings:
                 not 100 <= self.resamples <= 1_000_000:
             raise LTError(f"uncertainty.resamples = {self.resamples!r} must be a whole number "
                           "from 100 to 1,000,000 (2000 is plenty for 95 % intervals)")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise LTError(f"uncertainty.seed = {self.seed!r} must be a whole number >= 0")
         if not isinstance(self.level, (int, float)) or not 0.5 <= self.level < 1:
             raise LTError(f"uncertainty.level = {self.level!r} must be in [0.5, 1) (0.95: 95 % "
                           "intervals, tests at alpha 0.05)")
@@ -194,8 +196,8 @@ def bootstrap(correct: dict, labels: np.ndarray, train_counts: np.ndarray,
         seed_counts.append(c.shape[0])
     columns = np.concatenate(blocks).T  # [N, sum S*G]
     offsets = np.concatenate([[0], np.cumsum([s * g_count for s in seed_counts])])
-    resampled = 100 * np.concatenate(list(image_resamples(labels, settings.resamples,
-                                                          settings.seed))) @ columns
+    resampled = 100 * np.concatenate([w @ columns for w in image_resamples(
+        labels, settings.resamples, settings.seed)])
     on_test = 100 * columns.sum(0)
     results = {name: Result(on_test[offsets[m]:offsets[m + 1]].reshape(s, g_count),
                             resampled[:, offsets[m]:offsets[m + 1]].reshape(-1, s, g_count))

@@ -1,13 +1,19 @@
 """Sharing results, starting where a user starts, from a `git clone` of the project: after the
 pipeline has run its status is clean; a DVC remote makes another fresh clone up to date without
-re-running anything; commits compare method by method; queued experiments reach the raw data
-they need."""
+re-running anything; commits compare method by method (`dvc metrics diff`, `lttools compare`,
+also from outputs only in the remote); queued experiments reach the raw data they need; README's
+backbone x method matrix runs as written."""
 import json
+import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from fixtures import make_fashion_mnist
-from pipeline_helpers import dvc, fresh_clone, git, set_param
+from lttools.predictions import load_predictions, save_predictions
+from pipeline_helpers import ROOT, dvc, env, fresh_clone, git, set_param
 
 pytestmark = pytest.mark.slow
 SMALL = {"data": {"root": "data/raw", "imb_ratio": 20, "max_per_class": 60, "val_per_class": 10},
@@ -38,15 +44,55 @@ def test_a_pulled_clone_is_up_to_date_and_commits_compare_per_method(clone_a, tm
     assert json.loads(dvc(b, "status", "--json")) == {}
     assert "Running stage" not in dvc(b, "repro")  # nothing is trained again
 
-    set_param(b, "methods.los.eps", 0.9)
+    set_param(b, "methods.los.lr", 0.05)  # 100x the default: the predictions change
     out = dvc(b, "repro")
     assert "Running stage 'retrain@los'" in out and "retrain@ce'" not in out.replace(
         "Stage 'retrain@ce' didn't change", "")
-    git(b, "commit", "-qam", "los eps 0.9")
+    git(b, "commit", "-qam", "los lr 0.05")
     diff = json.loads(dvc(b, "metrics", "diff", "HEAD~1", "HEAD", "--json"))
     assert set(diff) == {"metrics/methods/los.json"}, diff  # exactly that method changed
     changed = json.loads(dvc(b, "params", "diff", "HEAD~1", "--json"))["params.yaml"]
-    assert list(changed) == ["methods.los.eps"] and changed["methods.los.eps"]["new"] == 0.9
+    assert list(changed) == ["methods.los.lr"] and changed["methods.los.lr"]["new"] == 0.05
+    shown = json.loads(dvc(b, "metrics", "show", "--json"))
+    assert "test_bacc_ci_low" in json.dumps(shown)  # the intervals travel with the metrics
+
+    table = json.loads(compare(b, "HEAD~1", "HEAD", "--json").stdout)
+    assert [r["label"] for r in table["revisions"]] == ["methods.los.lr unset",
+                                                        "methods.los.lr=0.05"]
+    ce, los = table["methods"]["ce"], table["methods"]["los"]
+    assert ce[1]["verdict"] == "no change" and ce[1]["change"] == 0
+    assert los[1]["verdict"] in ("better", "worse", "no significant difference")
+    assert los[1]["change"] != 0 and 0 < los[1]["p_adjusted"] <= 1
+    for cell in (*ce, *los):
+        assert cell["ci_low"] <= cell["test_bacc"] <= cell["ci_high"]
+    assert (b / "comparison" / "compare.md").exists()
+    assert "<table>" in (b / "comparison" / "compare.html").read_text()
+
+    # the predictions only in the DVC remote: the same table, read from there
+    dvc(b, "push")
+    shutil.rmtree(b / ".dvc" / "cache")
+    assert json.loads(compare(b, "HEAD~1", "HEAD", "--json").stdout) == table
+
+    # a revision on other test images: not paired, and the note says why
+    for path in (b / "metrics" / "predictions").glob("*.npz"):
+        p = load_predictions(path)
+        p.test_set = dict(p.test_set, raw_sha256="another copy of the data")
+        save_predictions(path, p)
+    other = json.loads(compare(b, "HEAD", "workspace", "--json").stdout)
+    assert any("not paired" in n and "raw data files" in n for n in other["notes"]), other
+    assert other["methods"]["los"][1]["verdict"] == "not paired (other test set)"
+    assert other["methods"]["los"][1]["ci_low"] is not None and \
+        other["methods"]["los"][1]["change"] is None
+
+    missing = compare(b, "HEAD", "no-such-rev", check=False)
+    assert missing.returncode == 2 and "no revision named 'no-such-rev'" in missing.stderr
+
+
+def compare(repo, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "lttools.cli", "compare", *args], cwd=repo,
+                         env=env(), capture_output=True, text=True)
+    assert not check or out.returncode == 0, out.stderr
+    return out
 
 
 def test_two_queued_experiments_run_at_once_with_the_raw_data(clone_a):
@@ -67,3 +113,22 @@ def test_two_queued_experiments_run_at_once_with_the_raw_data(clone_a):
     assert statuses == ["Success", "Success"], dvc(clone_a, "queue", "status")
     shown = json.dumps(json.loads(dvc(clone_a, "exp", "show", "--json")))
     assert '"imb_ratio": 10' in shown and '"imb_ratio": 30' in shown
+
+
+def test_readme_backbone_matrix_runs_as_written(clone_a):
+    """README's backbone x method matrix: two stage-1 variants as queued DVC experiments, then
+    `lttools compare` with the experiments' names as revisions."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- recipe: backbone matrix -->\n```bash\n(.*?)```", text, re.S)[1]
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert lines[-1].startswith("lttools compare ")
+    for line in lines:
+        out = subprocess.run(["bash", "-c", line], cwd=clone_a, env=env(), capture_output=True,
+                             text=True, timeout=1800)
+        assert out.returncode == 0, (line, out.stdout, out.stderr)
+    table = out.stdout
+    assert "backbone.weight_decay=0.0005" in table and "backbone.weight_decay=0.005" in table
+    rows = [r for r in table.splitlines() if r.startswith("| ce |") or r.startswith("| los |")]
+    assert len(rows) == 4  # accuracy and LoMa / RSD tables
+    assert re.search(r"\| ce \| \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\] \| \d+\.\d\d \[", table)
+    assert re.search(r"\| stage-1 head \(no re-training\) \| \d+\.\d\d \| \d+\.\d\d \|", table)

@@ -140,6 +140,7 @@ def test_holm_and_benjamini_hochberg():
 @pytest.mark.parametrize("section, words", [
     ({"resamples": 10}, "uncertainty.resamples = 10"),
     ({"level": 95}, "uncertainty.level = 95"),
+    ({"seed": -1}, "uncertainty.seed = -1"),
     ({"seeds": "resample"}, "uncertainty.seeds = 'resample'"),
     ({"correction": "bonferroni"}, "uncertainty.correction = 'bonferroni'"),
     ({"alpha": 0.05}, "unknown key(s) under `uncertainty:`"),
