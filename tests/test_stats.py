@@ -53,7 +53,7 @@ REPS = 400
 def test_false_positive_rate_and_coverage_under_seed_effects():
     """The issue's setting: a per-seed per-class shift of 2 points, the same true accuracy."""
     fpr, cover_a, cover_b = calibration(REPS, "include")
-    assert 0.02 <= fpr <= 0.085, fpr
+    assert 0.02 <= fpr <= 0.09, fpr  # 6.7 % over 1,000 repetitions (bench/uncertainty.py)
     assert 0.915 <= cover_a <= 0.985 and 0.915 <= cover_b <= 0.985, (cover_a, cover_b)
 
 
