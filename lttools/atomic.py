@@ -103,11 +103,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, _json(obj))
 
 
-def write_json_set(files: dict[Path, Any]) -> None:
-    """Several JSON files as one set: either all are replaced, or none."""
+def write_set(files: dict[Path, Any]) -> None:
+    """Several files as one set: either all are replaced, or none. A `bytes` value is written
+    as it is, anything else as JSON."""
     with atomic_paths(list(files)) as tmps:
         for tmp, obj in zip(tmps, files.values()):
-            tmp.write_text(_json(obj))
+            if isinstance(obj, bytes):
+                tmp.write_bytes(obj)
+            else:
+                tmp.write_text(_json(obj))
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:

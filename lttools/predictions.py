@@ -70,21 +70,29 @@ def _class_ids(x: np.ndarray, classes: int) -> np.ndarray:
 
 
 def save_predictions(path: str | Path, p: Predictions) -> None:
-    """Atomically, and the same bytes for the same predictions (fixed zip timestamps)."""
+    """Atomically (temporary file, then rename)."""
+    data = predictions_bytes(p)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def predictions_bytes(p: Predictions) -> bytes:
+    """The file's bytes: the same for the same predictions (fixed zip timestamps)."""
     k = len(p.train_counts)
     arrays = {"labels": _class_ids(p.labels, k), "selected": _class_ids(p.selected, k),
               "last": _class_ids(p.last, k), "seeds": np.asarray(p.seeds, dtype=np.int64),
               "train_counts": np.asarray(p.train_counts, dtype=np.int64),
               "thresholds": np.asarray(p.thresholds, dtype=np.int64),
               "test_set": np.asarray(json.dumps(p.test_set, sort_keys=True))}
-    with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for name, arr in arrays.items():
-                buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, arr, allow_pickle=False)
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                zf.writestr(info, buffer.getvalue())
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, arr, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, buffer.getvalue())
+    return out.getvalue()
 
 
 def load_predictions(source: str | Path | io.BytesIO, name: str | None = None) -> Predictions:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lttools.atomic import write_json_set
-from lttools.predictions import Predictions, save_predictions
+from lttools.atomic import write_set
+from lttools.predictions import Predictions, predictions_bytes
 
 METRICS_SCHEMA = 1  # bump when metric names or meanings change; the report checks it
 
@@ -42,12 +42,10 @@ class ResultPaths:
 def write_results(paths: ResultPaths, key: str, metrics: dict[str, float],
                   details: dict[str, Any], predictions: Predictions | None = None) -> None:
     """The files as one set: an interrupted write leaves the old set or the new, never new
-    plots beside old metrics (the predictions go first: their file is renamed into place
-    before the JSON set, and the JSON metrics are what says a run finished)."""
-    if predictions is not None:
-        save_predictions(paths.predictions(key), predictions)
+    plots or predictions beside old metrics."""
     rest = dict(details)
-    write_json_set({paths.epochs(key): rest.pop("epochs"),
-                    paths.per_class(key): rest.pop("per_class"),
-                    paths.details(key): rest,
-                    paths.metrics(key): metrics})
+    files = {paths.epochs(key): rest.pop("epochs"), paths.per_class(key): rest.pop("per_class"),
+             paths.details(key): rest, paths.metrics(key): metrics}
+    if predictions is not None:
+        files[paths.predictions(key)] = predictions_bytes(predictions)
+    write_set(files)

@@ -27,7 +27,7 @@ from lttools.errors import LTError
 STATISTICS = ("bacc", *GROUPS)  # balanced accuracy over all classes, then each group's
 CORRECTIONS = ("holm", "bh")  # Holm: family-wise error; Benjamini-Hochberg: false discovery rate
 SEED_MODES = ("include", "ignore")  # ignore: test images only (too optimistic; for comparison)
-WEIGHT_BLOCK = 2 ** 22  # resample counts held at once (resamples x images)
+WEIGHT_BLOCK = 2 ** 20  # resample counts held at once (resamples x images): cache-sized
 
 
 @dataclass(frozen=True)
@@ -95,21 +95,27 @@ def group_weights(labels: np.ndarray, train_counts: np.ndarray,
 
 
 def image_resamples(labels: np.ndarray, resamples: int, seed: int):
-    """Blocks of [b, N] resample counts: each class's test images drawn with replacement as
-    many times as the class has images. The same seed gives the same resamples in any block
-    size, so every method (and every revision) is scored on the same ones."""
+    """Blocks of [b, N] resample counts, the images in class order (`class_order(labels)`):
+    each class's test images drawn with replacement as many times as the class has images.
+    The same seed gives the same resamples in any block size, so every method (and every
+    revision) is scored on the same ones."""
     n = len(labels)
-    order = np.argsort(labels, kind="stable")
+    order = class_order(labels)
     sizes = np.bincount(labels)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    slot_start, slot_size = starts[labels[order]], sizes[labels[order]]
+    slot_start, slot_size = starts[labels[order]], sizes[labels[order]].astype(np.float64)
     rng = np.random.default_rng([seed, 0])
     block = max(1, WEIGHT_BLOCK // max(n, 1))
     for b0 in range(0, resamples, block):
         b = min(block, resamples - b0)
-        pick = slot_start + (rng.random((b, n)) * slot_size).astype(np.int64)
-        flat = order[pick] + (np.arange(b) * n)[:, None]
-        yield np.bincount(flat.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+        pick = (rng.random((b, n)) * slot_size).astype(np.int64)
+        pick += slot_start + (np.arange(b) * n)[:, None]
+        yield np.bincount(pick.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+def class_order(labels: np.ndarray) -> np.ndarray:
+    """The images sorted by class (stable), the order of `image_resamples`' columns."""
+    return np.argsort(labels, kind="stable")
 
 
 @dataclass
@@ -194,7 +200,7 @@ def bootstrap(correct: dict, labels: np.ndarray, train_counts: np.ndarray,
                           f"{len(labels)}")
         blocks.append((c[:, None, :] * shares[None]).reshape(-1, len(labels)))  # [S*G, N]
         seed_counts.append(c.shape[0])
-    columns = np.concatenate(blocks).T  # [N, sum S*G]
+    columns = np.concatenate(blocks).T[class_order(labels)]  # [N, sum S*G], in class order
     offsets = np.concatenate([[0], np.cumsum([s * g_count for s in seed_counts])])
     resampled = 100 * np.concatenate([w @ columns for w in image_resamples(
         labels, settings.resamples, settings.seed)])

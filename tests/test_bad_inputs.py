@@ -175,9 +175,15 @@ def test_ctrl_c_in_retrain_says_what_happens_and_writes_nothing(tmp_path, monkey
 
 
 def test_results_are_written_as_one_set(tmp_path, monkeypatch):
+    from lttools.predictions import Predictions
+
     paths = ResultPaths(tmp_path)
     old = {"epochs": [{"epoch": 0}], "per_class": [{"class": 0}], "method": "ce"}
-    write_results(paths, "ce", {"test_acc_mean": 1.0}, old)
+    labels = np.arange(4)
+    made = lambda pred: Predictions(labels, pred, pred, np.array([0]), np.ones(4, int),  # noqa
+                                    (100, 20), {})
+    write_results(paths, "ce", {"test_acc_mean": 1.0}, old, made(np.array([[0, 1, 2, 3]])))
+    kept = paths.predictions("ce").read_bytes()
     calls = []
     real = Path.write_text
 
@@ -190,8 +196,9 @@ def test_results_are_written_as_one_set(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "write_text", fail_on_third)
     new = {"epochs": [{"epoch": 5}], "per_class": [{"class": 9}], "method": "ce"}
     with pytest.raises(RuntimeError):
-        write_results(paths, "ce", {"test_acc_mean": 2.0}, new)
+        write_results(paths, "ce", {"test_acc_mean": 2.0}, new, made(np.array([[3, 2, 1, 0]])))
     monkeypatch.undo()
+    assert paths.predictions("ce").read_bytes() == kept  # the old predictions, with the old set
     assert json.loads(paths.metrics("ce").read_text()) == {"test_acc_mean": 1.0}
     assert json.loads(paths.epochs("ce").read_text()) == [{"epoch": 0}]  # old plots kept too
     assert not leftovers(tmp_path)

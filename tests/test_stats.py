@@ -5,8 +5,8 @@ import pytest
 from scipy.stats import norm
 
 from lttools.errors import LTError
-from lttools.stats import STATISTICS, Settings, adjust, bootstrap, group_weights, holm, \
-    image_resamples
+from lttools.stats import STATISTICS, Settings, adjust, bootstrap, class_order, group_weights, \
+    holm, image_resamples
 
 CLASSES, PER_CLASS, SEEDS = 10, 100, 3
 TRAIN_COUNTS = np.full(CLASSES, 200)  # every class Many: the groups are not under test here
@@ -95,8 +95,11 @@ def test_resamples_keep_each_class_size_and_are_reproducible():
     labels = np.array([2, 0, 1, 1, 0, 2, 2, 2, 1, 0, 0, 0])
     a = np.concatenate(list(image_resamples(labels, 300, seed=5)))
     assert a.shape == (300, len(labels))
+    in_order = labels[class_order(labels)]
+    assert (np.diff(in_order) >= 0).all()
     for c in range(3):
-        assert (a[:, labels == c].sum(1) == (labels == c).sum()).all()
+        assert (a[:, in_order == c].sum(1) == (labels == c).sum()).all()
+        assert (a[:, in_order == c] > 0).any(0).all()  # every image of the class is drawn
     assert (a == np.concatenate(list(image_resamples(labels, 300, seed=5)))).all()
     assert not (a == np.concatenate(list(image_resamples(labels, 300, seed=6)))).all()
 
