@@ -6,8 +6,8 @@ import base64
 import html
 from pathlib import Path
 
-from lttools.report.leaderboard import (NO_VALIDATION, backbone_lines, header, problems, rows,
-                                       uncertainty_lines)
+from lttools.report.leaderboard import (COLUMNS, NO_VALIDATION, backbone_lines, header,
+                                       problems, rows, uncertainty_lines)
 from lttools.report.load import MethodResult
 from lttools.report.significance import Significance
 
@@ -20,7 +20,8 @@ tr.tied td{background:#eef6ee}"""
 
 def _tied(row: list[str], sig: Significance | None) -> str:
     """Rows statistically tied with the best are shaded (the best's own row too)."""
-    return " class='tied'" if sig is not None and (row[4] == "best" or row[4].startswith("tied")) \
+    verdict = row[COLUMNS.index("vs best")]
+    return " class='tied'" if sig is not None and (verdict == "best" or verdict.startswith("tied")) \
         else ""
 
 
