@@ -60,6 +60,10 @@ class Settings:
     def alpha(self) -> float:
         return 1 - self.level
 
+    @property
+    def correction_name(self) -> str:
+        return {"holm": "Holm", "bh": "Benjamini-Hochberg"}[self.correction]
+
     @classmethod
     def from_params(cls, section: dict | None) -> "Settings":
         section = dict(section or {})

@@ -7,19 +7,15 @@ from typing import Any
 
 from lttools.compare.table import Cell, Comparison
 from lttools.report.html import STYLE
-
-
-def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+from lttools.report.leaderboard import bounds
+from lttools.report.significance import p_text
+from lttools.report.tables import html_table, markdown_table
 
 
 def accuracy(cell: Cell | None) -> str:
     if cell is None or cell.estimate is None:
         return "—"
-    text = f"{cell.estimate:.2f}"
-    if cell.interval is not None:
-        text += f" [{cell.interval[0]:.2f}, {cell.interval[1]:.2f}]"
-    return text
+    return f"{cell.estimate:.2f}" + (f" {bounds(cell.interval)}" if cell.interval else "")
 
 
 def change(cell: Cell | None) -> str:
@@ -27,7 +23,7 @@ def change(cell: Cell | None) -> str:
         return ""
     if cell.change is None or cell.verdict == "no change":
         return cell.verdict
-    return f"{cell.change:+.2f}, {_p(cell.p_adjusted)}: {cell.verdict}"
+    return f"{cell.change:+.2f}, {p_text(cell.p_adjusted)}: {cell.verdict}"
 
 
 def cell_text(cmp: Comparison, key: str, column: int) -> str:
@@ -60,31 +56,19 @@ def header(cmp: Comparison) -> list[str]:
 
 
 def description(cmp: Comparison) -> str:
-    name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[cmp.settings.correction]
+    name = cmp.settings.correction_name
     return (f"Test balanced accuracy (%), mean over seeds [{cmp.settings.level:.0%} interval]; "
             f"changes against {cmp.revisions[0].short} with the paired test's verdict "
             f"({name}-adjusted over the methods of each column). {cmp.settings.describe()}.")
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-            *("| " + " | ".join(r) + " |" for r in rows)]
-
-
 def markdown(cmp: Comparison) -> str:
     lines = ["# Comparison", "", description(cmp), ""]
     lines += [f"- {n}" for n in cmp.notes] + ([""] if cmp.notes else [])
-    lines += _table(header(cmp), method_rows(cmp))
+    lines += markdown_table(header(cmp), method_rows(cmp))
     lines += ["", "LoMa mean / RSD mean at the selected epoch (test set):", ""]
-    lines += _table(header(cmp), diagnostic_rows(cmp))
+    lines += markdown_table(header(cmp), diagnostic_rows(cmp))
     return "\n".join(lines) + "\n"
-
-
-def _html_table(head: list[str], rows: list[list[str]]) -> str:
-    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                   for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def page(cmp: Comparison) -> str:
@@ -92,9 +76,9 @@ def page(cmp: Comparison) -> str:
                                                                       *cmp.notes])
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>lttools comparison</title>"
             f"<style>{STYLE}</style></head><body><h1>Comparison</h1>{notes}"
-            f"{_html_table(header(cmp), method_rows(cmp))}"
+            f"{html_table(header(cmp), method_rows(cmp))}"
             "<h2>LoMa mean / RSD mean</h2>"
-            f"{_html_table(header(cmp), diagnostic_rows(cmp))}</body></html>\n")
+            f"{html_table(header(cmp), diagnostic_rows(cmp))}</body></html>\n")
 
 
 def as_json(cmp: Comparison) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import numpy as np
 
 from lttools.compare.revisions import Revision, labels
 from lttools.predictions import pairing_problem
-from lttools.stats import Settings, adjust, bootstrap
+from lttools.report.significance import compare_pairs
+from lttools.stats import Settings, bootstrap
 
 
 @dataclass
@@ -67,7 +68,8 @@ def compare(revisions: list[Revision], settings: Settings) -> Comparison:
     base = _identity(revisions[0])
     paired_cols = [0]
     for c, rev in enumerate(revisions[1:], start=1):
-        why = pairing_problem(base, _identity(rev)) if base and _identity(rev) else None
+        identity = _identity(rev)
+        why = pairing_problem(base, identity) if base and identity else None
         if why:
             out.notes.append(f"{rev.short} is not paired with {revisions[0].short}: the test sets "
                              f"differ: {why}. Its intervals are its own; no change is tested.")
@@ -108,17 +110,16 @@ def _paired(out: Comparison, columns: list[int]) -> None:
     for c in columns[1:]:
         tested = [k for k in out.methods if (k, c) in preds and (k, 0) in preds]
         same = {k for k in tested if _same(preds[(k, c)], preds[(k, 0)])}
-        tests = {k: boot.difference((k, c), (k, 0)) for k in tested if k not in same}
-        adjusted = dict(zip(tests, adjust([p for _, p in tests.values()],
-                                          out.settings.correction)))
+        verdicts = compare_pairs(boot, [((k, c), (k, 0)) for k in tested if k not in same])
         for k in tested:
             cell = out.cells[(k, c)]
             if k in same:
                 cell.change, cell.p_adjusted, cell.verdict = 0.0, 1.0, "no change"
                 continue
-            cell.change, cell.p_adjusted = tests[k][0], adjusted[k]
-            cell.verdict = ("no significant difference" if adjusted[k] >= out.settings.alpha
-                            else "better" if cell.change > 0 else "worse")
+            v = verdicts[(k, c)]
+            cell.change, cell.p_adjusted = v.difference, v.p_adjusted
+            cell.verdict = ("better" if v.difference > 0 else "worse") if v.significant \
+                else "no significant difference"
 
 
 def _same(a, b) -> bool:

@@ -6,10 +6,11 @@ import base64
 import html
 from pathlib import Path
 
-from lttools.report.leaderboard import (COLUMNS, NO_VALIDATION, backbone_lines, header,
-                                       problems, rows, uncertainty_lines)
-from lttools.report.load import MethodResult
+from lttools.report.leaderboard import (NO_VALIDATION, backbone_lines, header, problems, rows,
+                                       uncertainty_lines)
+from lttools.report.load import MethodResult, ranked
 from lttools.report.significance import Significance
+from lttools.report.tables import html_table
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px}
@@ -18,18 +19,12 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note{color:#555;font-siz
 tr.tied td{background:#eef6ee}"""
 
 
-def _tied(row: list[str], sig: Significance | None) -> str:
-    """Rows statistically tied with the best are shaded (the best's own row too)."""
-    verdict = row[COLUMNS.index("vs best")]
-    return " class='tied'" if sig is not None and (verdict == "best" or verdict.startswith("tied")) \
-        else ""
-
-
 def render(results: list[MethodResult], plots: list[tuple[str, Path]], title: str,
            intro: str, sig: Significance | None = None) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in header(sig))
-    body = "".join(f"<tr{_tied(row, sig)}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row)
-                   + "</tr>" for row in rows(results, sig))
+    # rows statistically tied with the best are shaded (the best's own row too)
+    tied = [" class='tied'" if sig is not None and sig.tied_with_best(r.key) else ""
+            for r in ranked(results)]
+    table = html_table(header(sig), rows(results, sig), tied, " id='leaderboard'")
     notes = [intro, *backbone_lines(results), *uncertainty_lines(results, sig)]
     if any(r.get("selected_on_validation") == 0 for r in results):
         notes.append(NO_VALIDATION)
@@ -38,7 +33,7 @@ def render(results: list[MethodResult], plots: list[tuple[str, Path]], title: st
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
              *(f"<p class='note'>{html.escape(n.replace('**', ''))}</p>" for n in notes),
-             f"<table id='leaderboard'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"]
+             table]
     bad = problems(results)
     if bad:
         parts.append("<h3>Not ranked</h3><ul>" + "".join(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from lttools.report.load import MethodResult, ranked
 from lttools.report.significance import Significance
+from lttools.report.tables import markdown_table
 
 NO_VALIDATION = ("**No validation split** (data.val_per_class = 0): no epoch or grid point was "
                  "selected; every number is the last epoch of the one setting given.")
@@ -148,9 +149,7 @@ def markdown(results: list[MethodResult], backbone: dict | None = None,
         lines += [line, ""]
     if any(r.get("selected_on_validation") == 0 for r in ranked(results)):
         lines += [NO_VALIDATION, ""]
-    lines.append("| " + " | ".join(header(sig)) + " |")
-    lines.append("|" + "---|" * len(COLUMNS))
-    lines += ["| " + " | ".join(r) + " |" for r in rows(results, sig)]
+    lines += markdown_table(header(sig), rows(results, sig))
     if backbone:
         acc = backbone.get("test_bacc")
         if isinstance(acc, (int, float)):

@@ -10,6 +10,11 @@ from lttools.predictions import Predictions, pairing_problem
 from lttools.report.load import MethodResult, ranked
 from lttools.stats import STATISTICS, Bootstrap, Settings, adjust, bootstrap
 
+
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 @dataclass(frozen=True)
 class Verdict:
     difference: float  # percentage points, first minus second
@@ -22,18 +27,23 @@ class Verdict:
         return self.p_adjusted < self.alpha
 
     def words(self) -> str:
-        p = "p < 0.001" if self.p_adjusted < 0.001 else f"p = {self.p_adjusted:.3f}"
-        return f"{self.difference:+.2f}, {p}"
+        return f"{self.difference:+.2f}, {p_text(self.p_adjusted)}"
+
+
+def compare_pairs(boot: Bootstrap, pairs: list[tuple[Any, Any]],
+                  statistic: str = "bacc") -> dict[Any, Verdict]:
+    """Each pair's first result against its second (paired), adjusted over all the pairs;
+    keyed by the first."""
+    raw = [boot.difference(a, b, statistic) for a, b in pairs]
+    adjusted = adjust([p for _, p in raw], boot.settings.correction)
+    return {a: Verdict(d, p, pa, boot.settings.alpha)
+            for (a, _), (d, p), pa in zip(pairs, raw, adjusted)}
 
 
 def compare_all(boot: Bootstrap, names: list, reference,
                 statistic: str = "bacc") -> dict[Any, Verdict]:
     """Each name against `reference` (paired), adjusted over those comparisons."""
-    others = [n for n in names if n != reference]
-    raw = [boot.difference(n, reference, statistic) for n in others]
-    adjusted = adjust([p for _, p in raw], boot.settings.correction)
-    return {n: Verdict(d, p, pa, boot.settings.alpha)
-            for n, (d, p), pa in zip(others, raw, adjusted)}
+    return compare_pairs(boot, [(n, reference) for n in names if n != reference], statistic)
 
 
 @dataclass
@@ -55,7 +65,7 @@ class Significance:
         return key == self.best or (key in self.vs_best and not self.vs_best[key].significant)
 
     def description(self) -> str:
-        name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[self.settings.correction]
+        name = self.settings.correction_name
         ref = f" and against {self.reference}" if self.reference else ""
         return (f"{self.settings.describe()}. Paired tests on the same resampled images against "
                 f"the best method{ref}, {name}-adjusted over the "
