@@ -184,7 +184,8 @@ def test_ldam_margins_largest_for_rarest():
 
 def test_weight_norm_ratio_is_recorded_and_tau_one_equalises_norms():
     data = toy_data()
-    hist = train_heads(make_plan("tau_norm", {"tau": [0.0, 1.0]}, SHARED), data, quiet=True)
+    hist = train_heads(make_plan("tau_norm", {"tau": [0.0, 1.0]}, SHARED), data, quiet=True,
+                       test_every_epoch=True)  # every grid point scored
     ratio = hist.scalars["test"]["wnorm_ratio"][:, -1]
     norms = data.head_weight.norm(dim=-1)
     assert float(ratio[0]) == pytest.approx(float(norms.max() / norms.min()), rel=1e-5)

@@ -2,23 +2,36 @@
 
 Every parametrisation starts from the stage-1 head (W0 [K, D], b0 [K]) and maps features
 x ([N, D] shared by all heads, or [H, B, D] one batch per head) to logits [H, N|B, K].
+Where the gradient is a product or two, `forward` also returns the pullback: the parameters'
+gradients from the logits' gradient dL/dz [H, B, K], computed directly, so that autograd only
+differentiates the loss (a training step then makes no per-step graph through the head, and no
+temporaries as large as W beyond the gradient itself). Heads without it train through autograd.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 Params = dict[str, torch.Tensor]
 HP = dict[str, torch.Tensor]
+Pullback = Callable[[torch.Tensor], Params]
 
 
 def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """x [N, D] or [H, B, D]; w [H, K, D] or [K, D]; b [H, K] or [K] -> [H, N|B, K]."""
     if w.dim() == 2:
         w, b = w[None], b[None]
+    if x.dim() == 3 and x.shape[0] == w.shape[0]:  # a batch per head: one fused call
+        return torch.baddbmm(b[:, None, :], x, w.transpose(-1, -2))
     return torch.matmul(x, w.transpose(-1, -2)) + b[:, None, :]
+
+
+def _weight_grad(gz: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """dL/dW [H, K, D] of z = x W^T from dz [H, B, K] and x [H, B, D]."""
+    return torch.bmm(gz.transpose(1, 2), x)
 
 
 class Linear:
@@ -37,6 +50,12 @@ class Linear:
     def logits(self, p: Params, frozen: Params, x: torch.Tensor, hp: HP) -> torch.Tensor:
         return _affine(x, p["w"], p["b"])
 
+    def forward(self, p: Params, frozen: Params, x: torch.Tensor,
+                hp: HP) -> tuple[torch.Tensor, Pullback]:
+        """z = x W^T + b: dW = dz^T x, db = sum over the batch of dz."""
+        return self.logits(p, frozen, x, hp), lambda gz: {"w": _weight_grad(gz, x),
+                                                          "b": gz.sum(1)}
+
     def linear(self, p: Params, frozen: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return p["w"], p["b"]
 
@@ -49,6 +68,11 @@ class LearnableWeightScaling:
 
     def logits(self, p, frozen, x, hp):
         return p["s"][:, None, :] * _affine(x, frozen["w"], frozen["b"])
+
+    def forward(self, p, frozen, x, hp):
+        """z = s a with a the frozen head's logits: ds = sum over the batch of dz a."""
+        a = _affine(x, frozen["w"], frozen["b"])
+        return p["s"][:, None, :] * a, lambda gz: {"s": (gz * a).sum(1)}
 
     def linear(self, p, frozen):
         return p["s"][:, :, None] * frozen["w"][None], p["s"] * frozen["b"][None]
@@ -65,6 +89,16 @@ class LinearWithScaling:
     def logits(self, p, frozen, x, hp):
         return p["s"][:, None, :] * _affine(x, p["w"], p["b"])
 
+    def forward(self, p, frozen, x, hp):
+        """z = s a, a = x W^T + b: ds = sum of dz a; da = dz s, then as Linear."""
+        a = _affine(x, p["w"], p["b"])
+        s = p["s"][:, None, :]
+
+        def pullback(gz):
+            ga = gz * s
+            return {"w": _weight_grad(ga, x), "b": ga.sum(1), "s": (gz * a).sum(1)}
+        return s * a, pullback
+
     def linear(self, p, frozen):
         return p["s"][:, :, None] * p["w"], p["s"] * p["b"]
 
@@ -80,6 +114,21 @@ class Cosine:
         xn = F.normalize(x, dim=-1)
         wn = F.normalize(p["w"], dim=-1)
         return torch.matmul(xn, wn.transpose(-1, -2))
+
+    def forward(self, p, frozen, x, hp):
+        """z = x_n W_n^T with rows normalised as F.normalize (norm clamped at 1e-12):
+        dW_n = dz^T x_n, and each row's dw = (dw_n - w_n (dw_n . w_n)) / ||w|| (no projection
+        where the norm is clamped)."""
+        xn = F.normalize(x, dim=-1)
+        norm = p["w"].norm(dim=-1, keepdim=True)
+        clamped = norm.clamp_min(1e-12)
+        wn = p["w"] / clamped
+
+        def pullback(gz):
+            gwn = _weight_grad(gz, xn)
+            along = torch.linalg.vecdot(gwn, wn)[..., None] * (norm > 1e-12)
+            return {"w": gwn.addcmul_(wn, along, value=-1).div_(clamped)}
+        return torch.matmul(xn, wn.transpose(-1, -2)), pullback
 
     def linear(self, p, frozen):
         return None

@@ -26,12 +26,14 @@ METHODS.append(Method(
 METHODS.append(Method(
     "los", "Label Over-Smooth: label smoothing with a very large eps (0.98), prior-free",
     needs_prior=False, params={"eps": EPS},
-    loss=lambda z, y, hp, counts: P.smoothed_ce(z, y, hp["eps"])))
+    loss=lambda z, y, hp, counts: P.smoothed_ce(z, y, hp["eps"]),
+    loss_grad=lambda z, y, hp, counts: P.soft_target_grad(z, y, hp["eps"])))
 
 METHODS.append(Method(
     "label_smoothing", "label smoothing with the usual small eps",
     needs_prior=False, params={"eps": Param(0.1, EPS.help, 0, 1, True, False)},
-    loss=lambda z, y, hp, counts: P.smoothed_ce(z, y, hp["eps"])))
+    loss=lambda z, y, hp, counts: P.smoothed_ce(z, y, hp["eps"]),
+    loss_grad=lambda z, y, hp, counts: P.soft_target_grad(z, y, hp["eps"])))
 
 METHODS.append(Method(
     "cb_reweight", "class-balanced re-weighting by the effective number (Cui et al.)",
@@ -40,7 +42,8 @@ METHODS.append(Method(
 METHODS.append(Method(
     "focal", "focal loss, softmax form: -(1-p_y)^gamma log p_y",
     needs_prior=False, params={"gamma": Param(1.0, "focusing parameter", 0, 10)},
-    loss=lambda z, y, hp, counts: P.focal(z, y, hp["gamma"])))
+    loss=lambda z, y, hp, counts: P.focal(z, y, hp["gamma"]),
+    loss_grad=lambda z, y, hp, counts: P.focal_grad(z, y, hp["gamma"])))
 
 # cRT and LWS as classifier-balancing's ImageNet-LT configs (cls_crt.yaml, cls_lws.yaml): SGD
 # lr 0.2 at batch 512 (0.025 at our 64), weight decay 5e-4, cosine, class-aware sampling with
@@ -85,18 +88,29 @@ METHODS.append(Method(
     posthoc=lambda w, b, hp, counts, opt: P.posthoc_logit_adjust(w, b, hp["tau"], counts),
     train_defaults={"epochs": 0}))
 
+def _la_shift(hp, counts):
+    return hp["tau"][:, None, None] * P.log_prior(counts)
+
+
 METHODS.append(Method(
     "la_loss", "logit-adjusted loss: CE on z_j + tau log pi_j (tau 1 = Balanced Softmax)",
     needs_prior=True, params={"tau": Param(1.0, "adjustment strength", 0, 5)},
-    train_logits=lambda z, y, hp, counts: z + hp["tau"][:, None, None] * P.log_prior(counts)))
+    loss=lambda z, y, hp, counts: P.cross_entropy(z + _la_shift(hp, counts), y),
+    loss_grad=lambda z, y, hp, counts: P.soft_target_grad(z + _la_shift(hp, counts), y)))
 
 
 def _ldam_logits(cos, y, hp, counts):
     """LDAM-DRW's LDAMLoss input: s (cos - Delta_y on the true class); the model's own output,
-    which evaluation sees, is the cosine."""
+    which evaluation sees, is the cosine. The loss is CE on these."""
     margin = P.ldam_margins(counts, hp["max_margin"])  # [H, K]
     m_y = margin[:, None, :].expand_as(cos).gather(-1, y[..., None])  # [H, B, 1]
     return hp["scale"][:, None, None] * (cos - m_y * F.one_hot(y, cos.shape[-1]).to(cos))
+
+
+def _ldam_grad(cos, y, hp, counts):
+    """d/dcos of CE on s (cos - Delta_y onehot): s (softmax - onehot) of those logits."""
+    return P.soft_target_grad(_ldam_logits(cos, y, hp, counts), y).mul_(
+        hp["scale"][:, None, None])
 
 
 def _drw_weights(counts, hp, epoch, epochs):
@@ -113,7 +127,13 @@ METHODS.append(Method(
             "drw_from": Param(0.8, "fraction of epochs after which weights turn class-balanced",
                               0, 1),
             "drw_beta": BETA},
-    train_logits=_ldam_logits, class_weights=_drw_weights, train_defaults={"lr": 0.01}))
+    loss=lambda z, y, hp, counts: P.cross_entropy(_ldam_logits(z, y, hp, counts), y),
+    loss_grad=_ldam_grad, class_weights=_drw_weights, train_defaults={"lr": 0.01}))
+
+def _mislas_eps(y, hp, counts):
+    """Each sample's smoothing: its class's label-aware eps, [H, B]."""
+    return P.label_aware_eps(counts, hp["eps_head"], hp["eps_tail"]).gather(1, y)
+
 
 # MiSLAS stage 2 as dvlab-research/MiSLAS train_stage2.py with its CIFAR configs: label-aware
 # smoothing, class-aware sampling (its ClassAwareSampler: 4 samples per class visit; an epoch
@@ -132,8 +152,8 @@ METHODS.append(Method(
             "lr_factor": Param("auto", "the linear head's lr over the scales' lr", 0, None, False,
                                auto=lambda counts: P.mislas_setting(counts)[2]),
             "epoch_size": EPOCH_SIZE},
-    loss=lambda z, y, hp, counts: P.smoothed_ce(
-        z, y, P.label_aware_eps(counts, hp["eps_head"], hp["eps_tail"]).gather(1, y)),
+    loss=lambda z, y, hp, counts: P.smoothed_ce(z, y, _mislas_eps(y, hp, counts)),
+    loss_grad=lambda z, y, hp, counts: P.soft_target_grad(z, y, _mislas_eps(y, hp, counts)),
     train_defaults={"lr": 0.1, "weight_decay": 2e-4, "epochs": 10, "batch_size": 128}))
 
 # Weight balancing as ShadeAlsha/LTR-weight-balancing demo2_second-stage-training: the
@@ -150,6 +170,8 @@ METHODS.append(Method(
             "maxnorm_every": Param("step", "step: after every step (the paper); epoch: once per "
                                    "epoch (the released code)", choices=("step", "epoch"))},
     loss=lambda z, y, hp, counts: P.cb_softmax_bce(
+        z, y, P.effective_number_weights(counts, hp["beta"])),
+    loss_grad=lambda z, y, hp, counts: P.cb_softmax_bce_grad(
         z, y, P.effective_number_weights(counts, hp["beta"])),
     constraint="maxnorm",
     train_defaults={"lr": 0.01, "weight_decay": 0.1, "epochs": 10}))

@@ -61,6 +61,11 @@ def progressive_class_probs(counts: torch.Tensor, epoch: int, epochs: int, heads
 # ---- losses (per sample: [H, B, K] logits, [H, B] labels -> [H, B]) -----------------------
 
 
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """-log softmax(z)_y, [H, B]."""
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+
+
 def smoothed_ce(logits: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Label smoothing: target (1 - eps) onehot + eps / K, i.e.
     (1 - eps) CE + eps mean_k(-log p_k). eps: [H] (one per head) or [H, B] (per sample)."""
@@ -70,6 +75,18 @@ def smoothed_ce(logits: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> tor
     if eps.dim() == 1:
         eps = eps[:, None]
     return (1 - eps) * nll + eps * uniform
+
+
+def soft_target_grad(logits: torch.Tensor, y: torch.Tensor,
+                     eps: torch.Tensor | None = None) -> torch.Tensor:
+    """d/dz of cross-entropy against the target (1 - eps) onehot + eps / K (eps None: the
+    one-hot target, plain CE): softmax(z) - target, [H, B, K]. eps: [H] or [H, B]."""
+    g = torch.softmax(logits, -1)
+    h, b, k = g.shape
+    if eps is None:
+        return g.scatter_add_(-1, y[..., None], g.new_full((h, b, 1), -1.0))
+    eps = eps.to(g.dtype).view(h, -1, 1)
+    return g.sub_(eps / k).scatter_add_(-1, y[..., None], (eps - 1).expand(h, b, 1))
 
 
 def cb_softmax_bce(logits: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
@@ -83,10 +100,35 @@ def cb_softmax_bce(logits: torch.Tensor, y: torch.Tensor, class_weights: torch.T
     return class_weights.gather(1, y) * bce
 
 
+def cb_softmax_bce_grad(logits: torch.Tensor, y: torch.Tensor,
+                        class_weights: torch.Tensor) -> torch.Tensor:
+    """d/dz of cb_softmax_bce: with g_j = (p_j - t_j) / max(p_j (1 - p_j), 1e-12) (BCE's
+    gradient as torch computes it), w_y / K p_j (g_j - sum_k p_k g_k)."""
+    p = torch.softmax(logits, -1)
+    target = F.one_hot(y, logits.shape[-1]).to(p.dtype)
+    g = (p - target) / (p * (1 - p)).clamp_min(1e-12)
+    g = p * (g - (p * g).sum(-1, keepdim=True))
+    return g.mul_((class_weights.gather(1, y) / logits.shape[-1])[..., None])
+
+
 def focal(logits: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """Softmax focal loss: -(1 - p_y)^gamma log p_y."""
     logp_y = F.log_softmax(logits, -1).gather(-1, y[..., None])[..., 0]
     return -((1 - logp_y.exp()).clamp_min(0) ** gamma[:, None]) * logp_y
+
+
+def focal_grad(logits: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """d/dz of focal: with a = 1 - p_y and L = log p_y, (onehot - p) (gamma a^(gamma-1) p_y L
+    - a^gamma); the first term 0 where gamma = 0 (as autograd's pow)."""
+    logp = F.log_softmax(logits, -1)
+    logp_y = logp.gather(-1, y[..., None])  # [H, B, 1]
+    p_y = logp_y.exp()
+    a = (1 - p_y).clamp_min(0)
+    gamma = gamma.to(logits.dtype)[:, None, None]
+    slope = torch.where(gamma == 0, torch.zeros_like(a), gamma * a ** (gamma - 1))
+    coef = slope * p_y * logp_y - a ** gamma
+    g = logp.exp_().neg_().scatter_add_(-1, y[..., None], torch.ones_like(p_y))
+    return g.mul_(coef)
 
 
 def ldam_margins(counts: torch.Tensor, max_margin: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,10 @@ A method is a composition of optional pieces; the trainer applies whichever are 
     class_weights(counts, hp, epoch, epochs)    -> per-class loss weights [H, K]
     train_logits(z, y, hp, counts)              -> logits the loss sees (offsets, margins)
     loss(z, y, hp, counts)                      -> per-sample loss [H, B] (default: CE)
+    loss_grad(z, y, hp, counts)                 -> optional: d loss_i / d z_i [H, B, K], the
+                                                   per-sample loss's gradient (CE's is built
+                                                   in); training then needs no autograd on
+                                                   heads with a pullback (heads.py)
     posthoc(w, b, hp, counts, options)          -> transformed linear head used to predict
     constraint                                  -> "maxnorm" (projected after step / epoch)
     class_aware                                 -> class-aware sampling (classifier-balancing's
@@ -99,6 +103,7 @@ class Method:
     class_weights: Callable | None = None
     train_logits: Callable | None = None
     loss: Callable | None = None
+    loss_grad: Callable | None = None
     posthoc: Callable | None = None
     constraint: str | None = None
     class_aware: int | None = None

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lttools.data.longtail import FEW_BELOW, MANY_ABOVE
@@ -74,48 +74,109 @@ def cosine_lr(base: torch.Tensor, epoch: int, epochs: int) -> torch.Tensor:
 
 
 class BatchedSGD:
-    """SGD with momentum and L2 weight decay (torch.optim.SGD's update), hyper-parameters per
-    head: buf = mu buf + (g + wd w); w -= lr buf."""
+    """SGD with momentum and L2 weight decay (torch.optim.SGD's update, in its order of
+    rounding), hyper-parameters per head: g += wd w; buf = mu buf + g; w -= lr buf. In place:
+    the gradients passed to `step` are overwritten, and nothing as large as a parameter is
+    allocated after the first step."""
 
     def __init__(self, params: dict[str, torch.Tensor], momentum: torch.Tensor,
                  weight_decay: torch.Tensor):
         self.params = params
-        self.momentum, self.weight_decay = momentum, weight_decay
+        self.momentum = {n: _per_head(momentum, p) for n, p in params.items()}
+        self.weight_decay = {n: _per_head(weight_decay, p) for n, p in params.items()}
         self.bufs: dict[str, torch.Tensor] = {}
-
-    @staticmethod
-    def _per_head(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return v.view(-1, *([1] * (like.dim() - 1)))
 
     @torch.no_grad()
     def step(self, grads: dict[str, torch.Tensor], lr: dict[str, torch.Tensor]) -> None:
         """lr: per parameter name, one learning rate per head [H]."""
         for name, p in self.params.items():
-            g = grads[name] + self._per_head(self.weight_decay, p) * p
+            g = grads[name]
+            if _has_internal_overlap(g):  # e.g. an expanded gradient: not writable
+                g = g.clone()
+            g.addcmul_(self.weight_decay[name], p)
             if name in self.bufs:
-                self.bufs[name].mul_(self._per_head(self.momentum, p)).add_(g)
+                self.bufs[name].mul_(self.momentum[name]).add_(g)
             else:
-                self.bufs[name] = g.clone()
-            p.sub_(self._per_head(lr[name], p) * self.bufs[name])
+                self.bufs[name] = g.clone(memory_format=torch.contiguous_format)
+            p.addcmul_(_per_head(lr[name], p), self.bufs[name], value=-1)
+
+
+def _per_head(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[H] -> [H, 1, ...] broadcasting against `like` [H, ...]."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _has_internal_overlap(t: torch.Tensor) -> bool:
+    return any(stride == 0 and size > 1 for stride, size in zip(t.stride(), t.shape))
 
 
 def method_loss(plan: Plan, params, frozen, x: torch.Tensor, y: torch.Tensor, hp,
                 counts: torch.Tensor | None, class_weights: torch.Tensor | None) -> torch.Tensor:
-    """The method's training objective per head [H] on features x [H, B, D], labels y [H, B]:
-    logits, training-time logit changes, per-sample loss, class-weighted mean."""
+    """The method's training objective per head [H] on features x [H, B, D], labels y [H, B]."""
+    z = HEADS[plan.method.head].logits(params, frozen, x, hp)
+    return logits_loss(plan, z, y, hp, counts, class_weights)
+
+
+def logits_loss(plan: Plan, z: torch.Tensor, y: torch.Tensor, hp, counts: torch.Tensor | None,
+                class_weights: torch.Tensor | None) -> torch.Tensor:
+    """The objective per head [H] from the head's logits z [H, B, K]: training-time logit
+    changes, per-sample loss, class-weighted mean."""
     method = plan.method
-    z = HEADS[method.head].logits(params, frozen, x, hp)
     if method.train_logits is not None:
         z = method.train_logits(z, y, hp, counts)
-    if method.loss is not None:
-        per_sample = method.loss(z, y, hp, counts)
-    else:
-        per_sample = F.cross_entropy(z.flatten(0, 1), y.flatten(),
-                                     reduction="none").view_as(y).to(z.dtype)
+    per_sample = (method.loss or _cross_entropy)(z, y, hp, counts)
     if class_weights is None:
         return per_sample.mean(1)
     w = class_weights.gather(1, y)
     return (w * per_sample).sum(1) / w.sum(1)
+
+
+def _cross_entropy(z, y, hp, counts):
+    return P.cross_entropy(z, y)
+
+
+def _cross_entropy_grad(z, y, hp, counts):
+    return P.soft_target_grad(z, y)
+
+
+def analytic_gradient(plan: Plan) -> bool:
+    """Whether a step of this method needs no autograd: its head has a pullback, and its
+    loss a gradient (CE's is built in), with no training-time logit change between them."""
+    m = plan.method
+    return (hasattr(HEADS[m.head], "forward") and m.train_logits is None
+            and (m.loss is None or m.loss_grad is not None))
+
+
+def logits_gradient(plan: Plan, z: torch.Tensor, y: torch.Tensor, hp, counts: torch.Tensor | None,
+                    class_weights: torch.Tensor | None) -> torch.Tensor:
+    """d/dz of the summed per-head objective (logits_loss), from the loss's own gradient:
+    each sample's share of its head's (weighted) mean."""
+    per_sample = (plan.method.loss_grad or _cross_entropy_grad)(z, y, hp, counts)
+    if class_weights is None:
+        return per_sample.div_(y.shape[1])
+    w = class_weights.gather(1, y)
+    return per_sample.mul_((w / w.sum(1, keepdim=True))[..., None])
+
+
+def step_gradients(plan: Plan, params, frozen, x: torch.Tensor, y: torch.Tensor, hp,
+                   counts: torch.Tensor | None,
+                   class_weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Gradients of the summed per-head objective: the loss's gradient with respect to the
+    logits (its own, else autograd's), then the head's pullback (heads without one: autograd
+    through the head)."""
+    head = HEADS[plan.method.head]
+    if not hasattr(head, "forward"):
+        loss = method_loss(plan, params, frozen, x, y, hp, counts, class_weights)
+        return dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
+    with torch.no_grad():
+        z, pullback = head.forward(params, frozen, x, hp)
+        if analytic_gradient(plan):
+            return pullback(logits_gradient(plan, z, y, hp, counts, class_weights))
+    z.requires_grad_(True)
+    loss = logits_loss(plan, z, y, hp, counts, class_weights)
+    (gz,) = torch.autograd.grad(loss.sum(), z)
+    with torch.no_grad():
+        return pullback(gz)
 
 
 def _prior(plan: Plan, data: FeatureData, device) -> torch.Tensor | None:
@@ -160,7 +221,7 @@ def _evaluate(plan, params, frozen, data: FeatureData, hp, counts, eval_rows: in
     computed `eval_rows` samples at a time and reduced to per-class statistics, so memory does
     not grow with the split; with `predict`, also each head's predicted class ids [H, N]."""
     out_scalars, out_pc, out_pred = {}, {}, {}
-    heads = plan.num_heads
+    heads = next(iter(hp.values())).shape[0]
     with torch.no_grad():
         linear = _predicting_head(plan, params, frozen, hp, counts)
         for split in splits:
@@ -214,7 +275,7 @@ class BestWeights:
 
 def _test_history(columns: int, at: dict[int, tuple], heads: int):
     """Test scalars and per-class arrays [H, columns, ...], NaN except where evaluated: `at`
-    maps a column to (scalars, per-class) of all heads and the heads to keep there."""
+    maps a column to (scalars, per-class) of the heads `rows` evaluated there, and those rows."""
     scalars, per_class = {}, {}
     for column, (sc, pc, rows) in at.items():
         for out, values in ((scalars, sc), (per_class, pc)):
@@ -222,8 +283,37 @@ def _test_history(columns: int, at: dict[int, tuple], heads: int):
                 if k not in out:
                     out[k] = torch.full((heads, columns, *v.shape[1:]), math.nan, dtype=v.dtype
                                         if v.is_floating_point() else torch.float64)
-                out[k][rows, column] = v[rows].to(out[k].dtype)
+                out[k][rows, column] = v.to(out[k].dtype)
     return scalars, per_class
+
+
+def reported_heads(plan: Plan, best: "BestWeights | None", last_val_bacc: torch.Tensor | None,
+                   last: int, within: bool) -> tuple[list[int], list[int]]:
+    """The heads whose test scores selection can report (summary.select's rule), as (scored at
+    the last epoch, scored with their best-validation weights at an earlier epoch): per seed,
+    the grid point best on validation over all epochs (the first of equals) and the one best
+    at the last epoch. Unless `within` (this group holds every grid point of its seeds), the
+    choice spans other groups: every head."""
+    heads = range(plan.num_heads)
+    if best is None:
+        return list(heads), []
+    if not within:
+        return list(heads), [h for h in heads if int(best.epoch[h]) != last]
+    at_last, earlier, seeds = set(), set(), len(plan.seeds)
+    for s in range(seeds):
+        same_seed = range(s, plan.num_heads, seeds)
+        chosen = max(same_seed, key=lambda h: (float(best.score[h]), -h))
+        at_last.add(max(same_seed, key=lambda h: (float(last_val_bacc[h]), -h)))
+        (at_last if int(best.epoch[chosen]) == last else earlier).add(chosen)
+    return sorted(at_last), sorted(earlier)
+
+
+def _rows(values: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
+    """Those heads' entries of per-head tensors (the tensors themselves for all heads)."""
+    if rows == list(range(next(iter(values.values())).shape[0])):
+        return values
+    index = torch.tensor(rows, dtype=torch.long)
+    return {k: v.detach()[index.to(v.device)] for k, v in values.items()}
 
 
 def _learning_rates(plan: Plan, params, hp, epoch: int) -> dict[str, torch.Tensor]:
@@ -258,7 +348,10 @@ def memory_budget(device: torch.device, budget_gb: float | None = None) -> int:
 
 def head_bytes(plan: Plan, k: int, d: int) -> int:
     """What one head costs during training, roughly: its parameters with gradient, momentum
-    and update (4 copies, float32), and a batch's logits with their gradients (4 copies)."""
+    and update (4 copies, float32), and a batch's logits with their gradients (4 copies); a
+    post-hoc head (no training) its parameters once."""
+    if plan.epochs == 0:
+        return 4 * (k * d + 2 * k + d)
     return 4 * (4 * (k * d + 2 * k + d) + 4 * plan.batch_size * k)
 
 
@@ -312,13 +405,29 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
     eval_rows = max(1, budget // 4 // (4 * k * max(g.num_heads for g in groups)
                                        * (1 + max(data.val.shape[0], data.test.shape[0]))))
     parts = [_train_group(g, data, views, dev, quiet, every_epoch, counts, eval_rows,
-                          test_every_epoch) for g in groups]
+                          test_every_epoch, within=len(g.grid) == len(plan.grid))
+             for g in groups]
     return parts[0] if len(parts) == 1 else _merge(plan, parts)
+
+
+def epoch_batches(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, batch: int,
+                  chunk_bytes: int = 32 * 2 ** 20) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """An epoch's batches, features [H, B, D] float32 and labels [H, B], from the draws
+    idx [H, E] into x [N, D] and y [N]: the rows of many steps gathered at once (about
+    `chunk_bytes` at a time), each step a view of them."""
+    heads, draws = idx.shape
+    steps = max(1, chunk_bytes // (4 * heads * batch * x.shape[1]))
+    labels = y[idx]
+    for start in range(0, draws, steps * batch):
+        rows = idx[:, start:start + steps * batch]
+        block = x.index_select(0, rows.flatten()).view(heads, rows.shape[1], -1).float()
+        for s in range(0, rows.shape[1], batch):
+            yield block[:, s:s + batch], labels[:, start + s:start + s + batch]
 
 
 def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, quiet: bool,
                  every_epoch: bool, counts: torch.Tensor | None, eval_rows: int,
-                 test_every_epoch: bool) -> History:
+                 test_every_epoch: bool, within: bool = True) -> History:
     method = plan.method
     hp = hyper_tensors(plan, dev)
     seeds = head_seeds(plan)
@@ -361,12 +470,8 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
         lrs = _learning_rates(plan, params, hp, epoch)
         idx = sampler.epoch(counts, hp, epoch, plan.epochs).to(dev)
         cw = method.class_weights(counts, hp, epoch, plan.epochs) if method.class_weights else None
-        for s in range(0, idx.shape[1], plan.batch_size):
-            ib = idx[:, s:s + plan.batch_size]
-            loss = method_loss(plan, params, frozen, x_epoch[ib].float(), y_all[ib], hp, counts,
-                               cw)
-            grads = torch.autograd.grad(loss.sum(), list(params.values()))
-            opt.step(dict(zip(params, grads)), lrs)
+        for x, y in epoch_batches(x_epoch, y_all, idx, plan.batch_size):
+            opt.step(step_gradients(plan, params, frozen, x, y, hp, counts, cw), lrs)
             if caps is not None and plan.options.get("maxnorm_every") == "step":
                 P.apply_maxnorm(params["w"], caps)
         if caps is not None and plan.options.get("maxnorm_every") == "epoch":
@@ -379,21 +484,31 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
     stack = lambda d: {s: {k: torch.stack(v, 1) for k, v in m.items()} for s, m in d.items()}
     scalars, per_class = stack(history_sc), stack(history_pc)
     columns = len(recorded)
-    last = _evaluate(plan, params, frozen, data, hp, counts, eval_rows, ("test",), predict=True)
-    everyone = torch.arange(plan.num_heads)
-    at = {columns - 1: (last[0]["test"], last[1]["test"], everyone)}
-    predictions = {"last": last[2]["test"], "selected": last[2]["test"].clone(),
-                   "selected_epoch": torch.full((plan.num_heads,), recorded[-1])}
-    earlier = [] if best is None else [c for c in best.epoch.unique().tolist()
-                                       if c != columns - 1]
-    if earlier:  # heads whose best epoch is the last one are scored once, above
-        chosen = _evaluate(plan, best.params, frozen, data, hp, counts, eval_rows, ("test",),
-                           predict=True)
-        for column in earlier:
-            rows = torch.nonzero(best.epoch == column).flatten()
-            at[column] = (chosen[0]["test"], chosen[1]["test"], rows)
-            predictions["selected"][rows] = chosen[2]["test"][rows]
-            predictions["selected_epoch"][rows] = column
+    at_last, earlier = reported_heads(plan, best,
+                                      None if best is None else scalars["val"]["bacc"][:, -1],
+                                      recorded[-1], within and not test_every_epoch)
+    n_test = len(data.test_labels)
+    predictions = {"last": torch.full((plan.num_heads, n_test), -1, dtype=torch.long),
+                   "selected": torch.full((plan.num_heads, n_test), -1, dtype=torch.long),
+                   "selected_epoch": torch.full((plan.num_heads,), -1)}
+    at = {}  # history column -> (test scalars, per-class, heads) of the heads scored there
+    for rows, weights in ((at_last, params), (earlier, best.params if best else None)):
+        if not rows:
+            continue
+        sc, pc, pred = _evaluate(plan, _rows(weights, rows), frozen, data, _rows(hp, rows), counts,
+                                 eval_rows, ("test",), predict=True)
+        epochs = [recorded[-1] if weights is params else int(best.epoch[h]) for h in rows]
+        for i, (h, epoch) in enumerate(zip(rows, epochs)):
+            if weights is params:
+                predictions["last"][h] = pred["test"][i]
+            if best is None or int(best.epoch[h]) == epoch:
+                predictions["selected"][h] = pred["test"][i]
+                predictions["selected_epoch"][h] = epoch
+        for epoch in sorted(set(epochs)):
+            local = [i for i, e in enumerate(epochs) if e == epoch]
+            at[recorded.index(epoch)] = ({k: v[local] for k, v in sc["test"].items()},
+                                         {k: v[local] for k, v in pc["test"].items()},
+                                         [rows[i] for i in local])
     if not test_every_epoch:
         scalars["test"], per_class["test"] = _test_history(columns, at, plan.num_heads)
     return History(plan, scalars, per_class,
