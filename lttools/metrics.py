@@ -22,6 +22,15 @@ from lttools.data.longtail import FEW_BELOW, GROUPS, MANY_ABOVE, class_groups
 ECE_BINS = 15
 
 
+def _row_sum(z: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """[..., N, K] -> [..., K] summed in float64, `block` rows at a time (at once, the float64
+    copy of z would be as large as z twice over, and mapped afresh on every call)."""
+    out = torch.zeros(z.shape[:-2] + z.shape[-1:], dtype=torch.float64, device=z.device)
+    for i in range(0, z.shape[-2], block):
+        out += z[..., i:i + block, :].sum(-2, dtype=torch.float64)
+    return out
+
+
 class LogitStats:
     """Per class and per confidence bin sums over every sample seen by `update`: counts,
     correct predictions, the true-class logit and its square, every class's logit summed over
@@ -65,7 +74,7 @@ class LogitStats:
         z_true = logits.gather(-1, labels.expand(logits.shape[:-1])[..., None])[..., 0]
         self.sum_in += by_class(z_true)
         self.sq_in += by_class(z_true.to(torch.float64) ** 2)
-        self.sum_all += logits.sum(-2, dtype=torch.float64)
+        self.sum_all += _row_sum(logits)
         conf = conf.to(torch.float64)
         idx = (conf * self.bins).ceil().long().clamp(1, self.bins) - 1
         self.bin_count.scatter_add_(-1, idx, torch.ones_like(conf))

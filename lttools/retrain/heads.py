@@ -154,6 +154,20 @@ class DistributionAlignment:
         conf = conf[..., None]
         return (1 + conf * p["a"][:, None, :]) * z + conf * p["b"][:, None, :]
 
+    def forward(self, p, frozen, x, hp):
+        """With z the frozen logits and c the confidence [H, B, 1]: da = sum_B dz c z,
+        db = sum_B dz c; dc = sum_K dz (a z + b), through the sigmoid to v (times x) and v0."""
+        z = _affine(x, frozen["w"], frozen["b"])
+        c = torch.sigmoid(torch.matmul(x, p["v"][:, :, None])[..., 0] + p["v0"][:, None])[..., None]
+        a, b = p["a"][:, None, :], p["b"][:, None, :]
+
+        def pullback(gz):
+            gzc = gz * c
+            du = (gz * (a * z + b)).sum(-1, keepdim=True) * c * (1 - c)  # [H, B, 1]
+            return {"a": (gzc * z).sum(1), "b": gzc.sum(1), "v": (du * x).sum(1),
+                    "v0": du[..., 0].sum(1)}
+        return (1 + c * a) * z + c * b, pullback
+
     def linear(self, p, frozen):
         return None
 

@@ -203,14 +203,22 @@ def _weight_norm_ratio(w: torch.Tensor) -> torch.Tensor:
     return norms.max(-1).values / norms.min(-1).values.clamp_min(1e-12)
 
 
+def shared_affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x [N, D] through every head's W [H, K, D], b [H, K] -> [H, N, K]: one fused product
+    per head into the output (broadcasting x over the heads would copy it H times)."""
+    out = x.new_empty(w.shape[0], x.shape[0], w.shape[1])
+    for h in range(w.shape[0]):
+        torch.addmm(b[h], x, w[h].T, out=out[h])
+    return out
+
+
 def _split_logits(plan, params, frozen, views: torch.Tensor, hp, linear) -> torch.Tensor:
     """Logits averaged over the stored views (val / test: clean + flipped, as the paper
     evaluates). A head that predicts with one linear map (post-hoc transform applied) maps the
     views' mean feature once: the mean of linear logits is the logits of the mean."""
     if linear is not None:
-        w, b = linear
         x = views[0].float() if len(views) == 1 else views.float().mean(0)
-        return torch.matmul(x, w.transpose(-1, -2)) + b[:, None, :]
+        return shared_affine(x, *linear)
     head = HEADS[plan.method.head]
     return torch.stack([head.logits(params, frozen, v.float(), hp) for v in views]).mean(0)
 
@@ -402,8 +410,13 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
     budget = memory_budget(dev, memory_gb)
     groups = head_groups(plan, budget, k, d)
     # evaluation logits of a group, [views, heads, rows, K] float32, within a quarter budget
-    eval_rows = max(1, budget // 4 // (4 * k * max(g.num_heads for g in groups)
-                                       * (1 + max(data.val.shape[0], data.test.shape[0]))))
+    # and, on a CPU, about 16 MiB a chunk: buffers of that size are reused by the allocator
+    # instead of being mapped afresh (and page-faulted) for every chunk
+    per_row = 4 * k * max(g.num_heads for g in groups) * (1 + max(data.val.shape[0],
+                                                                  data.test.shape[0]))
+    eval_rows = max(1, budget // 4 // per_row)
+    if dev.type == "cpu":
+        eval_rows = min(eval_rows, max(256, 2 ** 24 // per_row))
     parts = [_train_group(g, data, views, dev, quiet, every_epoch, counts, eval_rows,
                           test_every_epoch, within=len(g.grid) == len(plan.grid))
              for g in groups]
