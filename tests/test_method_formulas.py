@@ -250,6 +250,42 @@ def test_class_aware_sampling_as_the_reference_draws(name):
     assert len(cycle.epoch(None, {}, 0, 10)[0]) == COUNTS.max() * K
 
 
+class OneCycle:
+    """A list visited in shuffled passes, reshuffled when used up (the first take shuffles)."""
+
+    def __init__(self, items, gen):
+        self.items, self.gen, self.order, self.pos = items, gen, items, len(items)
+
+    def take(self, n):
+        out = []
+        for _ in range(n):
+            if self.pos == len(self.items):
+                self.order = self.items[torch.randperm(len(self.items), generator=self.gen)]
+                self.pos = 0
+            out.append(int(self.order[self.pos]))
+            self.pos += 1
+        return out
+
+
+def test_flat_class_cycles_draw_what_one_cycle_per_class_draws():
+    """The class-aware sampler's flat per-class cycles (one gather per call) give the stream
+    that one shuffled cycle per class, taken class by class, gives from the same generator:
+    classes of 1 to 7 samples, takes within a pass, up to its end exactly, across several
+    passes (from mid-pass too), and of nothing."""
+    from lttools.retrain.sampling import _Cycles
+
+    lists = [torch.arange(start, start + size) for start, size in
+             ((0, 1), (1, 3), (4, 7), (11, 2), (13, 5))]
+    flat = _Cycles(lists, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    one_each = [OneCycle(x, gen) for x in lists]
+    for need in ([1, 3, 7, 2, 5], [0, 2, 3, 0, 1], [4, 1, 4, 9, 4], [2, 0, 0, 17, 0],
+                 [0, 0, 0, 0, 0], [1, 6, 14, 1, 10], [0, 0, 3, 0, 2], [0, 0, 9, 0, 6]):
+        got = flat.take(np.array(need))
+        want = [i for c, n in zip(one_each, need) for i in c.take(n)]
+        assert got.tolist() == want, need
+
+
 def test_class_aware_epochs_at_cifar100_lt_size():
     """CIFAR-100-LT at IR 100 (10,847 images, n_max 500): the references' epochs are about N
     samples, 4.6 times fewer than the sampler's n_max x K."""

@@ -29,6 +29,13 @@ def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(x, w.transpose(-1, -2)) + b[:, None, :]
 
 
+def _product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x W^T without a bias: x [N, D] or [H, B, D], w [H, K, D] -> [H, N|B, K]."""
+    if x.dim() == 3 and x.shape[0] == w.shape[0]:
+        return torch.bmm(x, w.transpose(-1, -2))
+    return torch.matmul(x, w.transpose(-1, -2))
+
+
 def _weight_grad(gz: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """dL/dW [H, K, D] of z = x W^T from dz [H, B, K] and x [H, B, D]."""
     return torch.bmm(gz.transpose(1, 2), x)
@@ -128,7 +135,7 @@ class Cosine:
             gwn = _weight_grad(gz, xn)
             along = torch.linalg.vecdot(gwn, wn)[..., None] * (norm > 1e-12)
             return {"w": gwn.addcmul_(wn, along, value=-1).div_(clamped)}
-        return torch.matmul(xn, wn.transpose(-1, -2)), pullback
+        return _product(xn, wn), pullback
 
     def linear(self, p, frozen):
         return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 
 # Steps in a class-aware epoch of a training set of n samples at batch size b, as each
@@ -45,24 +46,50 @@ def class_prob_epoch(gens: list[torch.Generator], labels: torch.Tensor,
                         for h, g in enumerate(gens)])
 
 
-class _Cycle:
-    """A list visited in shuffled passes: reshuffled each time it is used up."""
+class _Cycles:
+    """Lists each visited in shuffled passes (reshuffled each time it is used up, the first
+    take shuffling), held flat in numpy (its per-call cost is a fraction of torch's at these
+    sizes) so that the takes from all lists in one call are one gather. Only a list whose take
+    runs past its end draws from the generator, lists in order: the draws one such cycle per
+    list, taken list by list, would make."""
 
-    def __init__(self, items: torch.Tensor, generator: torch.Generator):
-        self.items, self.gen = items, generator
-        self.order, self.pos = items, len(items)  # the first take shuffles
+    def __init__(self, lists: list[torch.Tensor], generator: torch.Generator):
+        self.lists, self.gen = [x.numpy() for x in lists], generator
+        self.lengths = np.array([len(x) for x in lists])
+        self.offsets = np.cumsum(self.lengths) - self.lengths
+        self.order = np.concatenate(self.lists)  # each list's current shuffle, at its offset
+        self.pos = self.lengths.copy()  # the first take shuffles
 
-    def take(self, n: int) -> torch.Tensor:
-        out = []
+    def take(self, need: np.ndarray) -> np.ndarray:
+        """The next need[c] items of every list c, concatenated in list order."""
+        out = np.empty(int(need.sum()), dtype=self.order.dtype)
+        dest = np.cumsum(need) - need
+        runs_past = self.pos + need > self.lengths
+        plain = (need > 0) & ~runs_past
+        n = need[plain]
+        within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        out[np.repeat(dest[plain], n) + within] = self.order[
+            np.repeat((self.offsets + self.pos)[plain], n) + within]
+        self.pos[plain] += n
+        for c in np.flatnonzero(runs_past):
+            out[dest[c]:dest[c] + need[c]] = self._take_across(c, int(need[c]))
+        return out
+
+    def _take_across(self, c: int, n: int) -> np.ndarray:
+        """List c's next n items, reshuffling it each time it is used up."""
+        items, pos = self.lists[c], int(self.pos[c])
+        length, offset = len(items), int(self.offsets[c])
+        current, pieces = self.order[offset:offset + length], []
         while n > 0:
-            if self.pos == len(self.items):
-                self.order = self.items[torch.randperm(len(self.items), generator=self.gen)]
-                self.pos = 0
-            k = min(n, len(self.items) - self.pos)
-            out.append(self.order[self.pos:self.pos + k])
-            self.pos += k
-            n -= k
-        return torch.cat(out) if out else self.items[:0]
+            if pos == length:
+                current, pos = items[torch.randperm(length, generator=self.gen).numpy()], 0
+            k = min(n, length - pos)
+            pieces.append(current[pos:pos + k])
+            pos, n = pos + k, n - k
+        taken = np.concatenate(pieces)  # before the write below: pieces may view the old order
+        self.order[offset:offset + length] = current
+        self.pos[c] = pos
+        return taken
 
 
 class ClassAwareSampler:
@@ -72,21 +99,20 @@ class ClassAwareSampler:
         lab = labels.cpu()
         present = torch.unique(lab)
         self.per_visit = per_visit
-        self.classes = _Cycle(torch.arange(len(present)), generator)
-        self.members = [_Cycle(torch.nonzero(lab == c).flatten(), generator) for c in present]
-        self.cycle_size = max(len(m.items) for m in self.members) * len(present)
+        self.classes = _Cycles([torch.arange(len(present))], generator)
+        self.members = _Cycles([torch.nonzero(lab == c).flatten() for c in present], generator)
+        self.cycle_size = int(self.members.lengths.max()) * len(present)
 
     def epoch(self, size: int) -> torch.Tensor:
         """The next `size` samples of the stream (whole visits drawn, as the reference's
-        generator draws a visit's samples at once)."""
+        generator draws a visit's samples at once): class c's samples fill its visits in
+        order, the classes taking theirs in class order."""
         visits = math.ceil(size / self.per_visit)
-        order = self.classes.take(visits)
-        out = torch.empty(visits, self.per_visit, dtype=torch.long)
-        for c in range(len(self.members)):  # each class's items, in its visits' order
-            rows = torch.nonzero(order == c).flatten()
-            if len(rows):
-                out[rows] = self.members[c].take(len(rows) * self.per_visit).view(-1, self.per_visit)
-        return out.flatten()[:size]
+        order = self.classes.take(np.array([visits]))
+        need = np.bincount(order, minlength=len(self.members.lists)) * self.per_visit
+        out = np.empty((visits, self.per_visit), dtype=np.int64)
+        out[np.argsort(order, kind="stable")] = self.members.take(need).reshape(-1, self.per_visit)
+        return torch.from_numpy(out.reshape(-1)[:size])
 
 
 def class_aware_epoch_size(reference: str, epoch_size: str, n: int, batch_size: int,
