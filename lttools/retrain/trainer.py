@@ -83,7 +83,6 @@ class BatchedSGD:
 
     def __init__(self, params: dict[str, torch.Tensor], momentum: torch.Tensor,
                  weight_decay: torch.Tensor):
-        self.params = params
         self.names = list(params)
         self.tensors = list(params.values())
         self.momentum = [_per_head(momentum, p) for p in self.tensors]
@@ -94,9 +93,8 @@ class BatchedSGD:
     @torch.no_grad()
     def step(self, grads: dict[str, torch.Tensor], lr: dict[str, torch.Tensor]) -> None:
         """lr: per parameter name, one learning rate per head [H]."""
-        g = [grads[n] for n in self.names]
-        g = [t.clone() if _has_internal_overlap(t) else t for t in g]  # e.g. expanded: not
-        # writable in place
+        # a gradient with internal overlap (e.g. an expanded one) is not writable in place
+        g = [grads[n].clone() if _has_internal_overlap(grads[n]) else grads[n] for n in self.names]
         torch._foreach_addcmul_(g, self.weight_decay, self.tensors)
         if self.bufs is None:
             self.bufs = [t.clone(memory_format=torch.contiguous_format) for t in g]
