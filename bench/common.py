@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lttools.data.longtail import profile_counts  # noqa: E402
-from lttools.retrain.trainer import FeatureData  # noqa: E402
+from lttools.retrain.records import FeatureData  # noqa: E402
 
 
 def machine() -> str:
@@ -66,3 +66,16 @@ def peak_rss_kib() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def long_tailed_counts(k: int, total: int, n_max: int, n_min: int) -> np.ndarray:
+    """Exponentially decaying class sizes from n_max to n_min whose sum is `total` (the decay
+    is bent by a power found by bisection)."""
+    c = np.arange(k) / max(k - 1, 1)
+    lo, hi = 0.05, 20.0
+    for _ in range(60):
+        p = (lo + hi) / 2
+        counts = np.maximum(n_min, np.round(n_max * (n_min / n_max) ** (c ** p))).astype(int)
+        lo, hi = (lo, p) if counts.sum() > total else (p, hi)  # a larger power: larger classes
+    counts[0] += total - counts.sum()
+    return counts

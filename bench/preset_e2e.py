@@ -1,4 +1,4 @@
-"""A shipped preset end to end, the way README uses it, on synthetic images at the preset's
+"""A shipped preset end to end, the way docs/own-data.md uses it, on synthetic images at the preset's
 real list shape (its class count and its train / val / test sizes, with a long-tailed
 training profile): `cp presets/<name>.yaml params.yaml`, list files in data/lists/, `dvc
 repro` through every stage. To finish on a CPU, the images are small and the schedules
@@ -25,21 +25,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from pipeline_helpers import env, git, make_repo  # noqa: E402
 from lttools.data.images import PRESETS  # noqa: E402
+from common import long_tailed_counts  # noqa: E402
 
+# the real training lists' largest and smallest class
+TAILS = {"imagenet_lt": (1280, 5), "inat2018": (1000, 2), "places_lt": (4980, 5)}
 # what a CPU can finish: small images, one fine-tuning epoch, one epoch per method
 OVERRIDES = {"data": {"image_size": 32},
              "backbone": {"arch": "resnet18", "epochs": 1, "batch_size": 256,
                           "base_batch_size": 256, "init": "models/pretrained/resnet18_bench.pth"},
              "features": {"batch_size": 256}}
-
-
-def long_tailed_counts(total: int, classes: int, ratio: float = 1000.0) -> np.ndarray:
-    """An exponential profile from n_max to n_max / ratio (at least 2 per class) summing to
-    exactly `total`."""
-    shape = ratio ** (-np.arange(classes) / (classes - 1))
-    counts = np.maximum(2, np.floor(shape * total / shape.sum())).astype(int)
-    counts[0] += total - counts.sum()
-    return counts
 
 
 def write_images(root: Path, lists: Path, preset: str, seed: int = 0) -> int:
@@ -49,7 +43,7 @@ def write_images(root: Path, lists: Path, preset: str, seed: int = 0) -> int:
     p = PRESETS[preset]
     rng = np.random.default_rng(seed)
     colours = rng.integers(0, 256, (p.num_classes, 3))
-    per_split = {"train": long_tailed_counts(p.sizes["train"], p.num_classes)}
+    per_split = {"train": long_tailed_counts(p.num_classes, p.sizes["train"], *TAILS[preset])}
     for split in ("val", "test"):
         if split in p.sizes:
             per_split[split] = np.full(p.num_classes, p.sizes[split] // p.num_classes)
@@ -77,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix=f"lttools-{args.preset}-"))
     repo = make_repo(work / "repo", {}, commit=False)
-    shutil.copy(ROOT / f"presets/{args.preset}.yaml", repo / "params.yaml")  # README's recipe
+    shutil.copy(ROOT / f"presets/{args.preset}.yaml", repo / "params.yaml")  # docs/own-data.md's recipe
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["root"] = str(work / "images")
     for section, values in OVERRIDES.items():

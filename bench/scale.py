@@ -5,7 +5,6 @@ memory-sized groups), with per head-epoch time and peak memory.
 Used by `bench/retrain.py --preset imagenet_lt | inat2018`."""
 from __future__ import annotations
 
-import math
 import resource
 import time
 
@@ -17,7 +16,10 @@ import yaml
 
 from lttools.retrain.plan import make_plan
 from lttools.retrain.registry import all_methods
-from lttools.retrain.trainer import FeatureData, train_heads
+from lttools.retrain.records import FeatureData
+from lttools.retrain.trainer import train_heads
+
+from common import long_tailed_counts
 
 # training rows, classes, largest / smallest class, validation and test rows per class
 PRESETS = {
@@ -25,19 +27,6 @@ PRESETS = {
     "inat2018": dict(n=437_513, k=8142, n_max=1000, n_min=2, val=3, test=3),
 }
 DIM = 2048
-
-
-def long_tailed_counts(k: int, total: int, n_max: int, n_min: int) -> np.ndarray:
-    """Exponentially decaying class sizes from n_max to n_min whose sum is `total` (the decay
-    is bent by a power found by bisection)."""
-    c = np.arange(k) / max(k - 1, 1)
-    lo, hi = 0.05, 20.0
-    for _ in range(60):
-        p = (lo + hi) / 2
-        counts = np.maximum(n_min, np.round(n_max * (n_min / n_max) ** (c ** p))).astype(int)
-        lo, hi = (lo, p) if counts.sum() > total else (p, hi)  # a larger power: larger classes
-    counts[0] += total - counts.sum()
-    return counts
 
 
 def random_features(preset: str, rows: int | None, dtype: torch.dtype, device: str,

@@ -33,10 +33,12 @@ from lttools.data.prepared import read_splits
 from lttools.features.extract import ExtractConfig, extract_to_store
 from lttools.features.store import open_store
 from lttools.metrics import accuracy_summary, mean_std
-from lttools.retrain.plan import make_plan
+from lttools.retrain.objective import method_loss
+from lttools.retrain.optimizer import cosine_lr
+from lttools.retrain.plan import hyper_tensors, make_plan
 from lttools.retrain.run import load_feature_data
 from lttools.retrain.summary import summarize
-from lttools.retrain.trainer import cosine_lr, hyper_tensors, method_loss, train_heads
+from lttools.retrain.trainer import train_heads
 from lttools.stage_cli import load_params
 
 
@@ -151,7 +153,7 @@ def main() -> None:
                              (metrics["test_bacc_std"], metrics["last_test_bacc_std"])))
     print(f"\n{len(splits.labels['train'])} training images, {plan.epochs} epochs, seeds "
           f"{args.seeds}; test balanced accuracy (%), mean ± std over seeds")
-    print(f"| method | how | selected on validation | last epoch | seconds (all seeds) |")
+    print("| method | how | selected on validation | last epoch | seconds (all seeds) |")
     print("|---|---|---|---|---|")
     for key, how, sel, last, seconds, *std in rows:
         (ms, ss), (ml, sl) = mean_std(sel), mean_std(last)

@@ -35,7 +35,7 @@ def methods_text() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lttools", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("methods", help="list every re-training method with its parameters")
@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     cp.add_argument("--resamples", type=int, help="bootstrap resamples (default: the first "
                     "revision's uncertainty.resamples)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return _run(args)
     except LTError as exc:

@@ -1,4 +1,5 @@
 """Stage `export_features`: a feature store's arrays as an .npz (what `import_features` reads)."""
+import _this_repo  # noqa: F401  (this repository's lttools, imported first)
 from lttools.features.arrays import export_store
 from lttools.stage_cli import parser, run
 

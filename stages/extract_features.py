@@ -1,6 +1,7 @@
 """Stage `extract_features`: frozen penultimate features of every split -> the HDF5 store.
 Resumes an interrupted run at its first unfinished chunk; under torchrun every process
 extracts its slice and the first writes the store."""
+import _this_repo  # noqa: F401  (this repository's lttools, imported first)
 from lttools.backbone.distributed import close_distributed, init_distributed, process_device
 from lttools.backbone.saved import load_backbone
 from lttools.config import from_section

@@ -1,4 +1,5 @@
 """Stage `import_features`: a feature store from arrays extracted elsewhere (params `import:`)."""
+import _this_repo  # noqa: F401  (this repository's lttools, imported first)
 from lttools.config import from_section
 from lttools.features.arrays import ImportConfig, import_arrays
 from lttools.stage_cli import load_params, parser, run, section

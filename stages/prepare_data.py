@@ -1,6 +1,7 @@
 """Stage `prepare_data`: which images are long-tailed train, validation and test -> one HDF5
 (the images themselves for a small dataset; a manifest, and optionally a packed copy, for
 image files)."""
+import _this_repo  # noqa: F401  (this repository's lttools, imported first)
 import json
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Stage `report`: leaderboard (metrics/leaderboard.md), PNG plots and reports/report.html."""
+import _this_repo  # noqa: F401  (this repository's lttools, imported first)
 from lttools.report.build import build_report
 from lttools.stage_cli import load_params, parser, run, section
 from lttools.stats import Settings

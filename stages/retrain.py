@@ -1,4 +1,5 @@
 """Stage `retrain@<key>`: one method's heads (grid x seeds) on the cached features."""
+import _this_repo  # noqa: F401  (this repository's lttools, imported first)
 from pathlib import Path
 
 from lttools.errors import LTError

@@ -1,4 +1,5 @@
 """Stage `train_backbone`: stage-1 CE training; resumes from its checkpoint after a crash."""
+import _this_repo  # noqa: F401  (this repository's lttools, imported first)
 import contextlib
 from pathlib import Path
 

@@ -14,7 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", "lttools",
-                  ".dvc/config", "models/pretrained/.gitkeep", "data/lists/.gitkeep")
+                  ".dvc/config", "models/.gitignore", "models/pretrained/.gitkeep",
+                  "data/lists/.gitkeep")
 IMPORTED = ("examples/imported/dvc.yaml", "examples/imported/params.yaml",
             "examples/imported/.gitignore")
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
@@ -118,3 +119,29 @@ def check_metric_values(name: str, metrics: dict[str, Any]) -> None:
             assert 0 <= value <= 100, (name, key, value)
         if base.startswith("selected_epoch"):
             assert 0 <= value <= metrics.get("epochs", value), (name, key, value)
+
+
+DOCS = ROOT / "docs"
+
+
+def doc_recipe(page: str, name: str) -> list[str]:
+    """The non-blank lines of the bash block after `<!-- recipe: NAME -->` in docs/PAGE, as a
+    user would paste them (comments kept: bash ignores them)."""
+    import re
+
+    text = (DOCS / page).read_text()
+    match = re.search(rf"<!-- recipe: {re.escape(name)} -->\n```bash\n(.*?)```", text, re.S)
+    assert match, f"docs/{page} has no recipe {name!r}"
+    return [line for line in match[1].splitlines() if line.strip()]
+
+
+def run_lines(repo: Path, lines: list[str], timeout: int = 1800,
+              extra_env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess]:
+    """Each line in bash in `repo`, as written; every one must succeed."""
+    done = []
+    for line in lines:
+        out = subprocess.run(["bash", "-c", line], cwd=repo, env={**env(), **(extra_env or {})},
+                             capture_output=True, text=True, timeout=timeout)
+        assert out.returncode == 0, (line, out.stdout, out.stderr)
+        done.append(out)
+    return done

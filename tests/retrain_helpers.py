@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from fixtures import gaussian_features
-from lttools.retrain.trainer import FeatureData
+from lttools.retrain.records import FeatureData
 
 
 def toy_data(views: int = 1, **kw) -> FeatureData:

@@ -1,6 +1,6 @@
 """Stage 2 for any backbone: a checkpoint from elsewhere (`backbone.init`), used as it is or
 fine-tuned, with a head fitted when it has none for these classes; and features from
-elsewhere, through their own DVC pipeline (examples/imported, copied as README says), equal
+elsewhere, through their own DVC pipeline (examples/imported, copied as docs/bring-a-backbone.md says), equal
 to the native run."""
 import json
 import subprocess
@@ -20,7 +20,8 @@ from lttools.features.arrays import ImportConfig, import_arrays
 from lttools.features.store import open_store
 from lttools.models import create_backbone
 from lttools.models.normalized import IMAGENET_MEAN
-from pipeline_helpers import ROOT, check_metric_values, dvc, make_repo, set_param
+from pipeline_helpers import (DOCS, check_metric_values, doc_recipe, dvc, git, make_repo,
+                              run_lines, set_param)
 from test_import_weights import ldam
 from test_train import tiny_splits
 
@@ -104,6 +105,33 @@ def test_a_released_checkpoint_with_another_class_count_gets_a_fitted_head(tmp_p
     assert details["provenance"]["backbone"]["head"].startswith("fitted")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("dvc_add", [True, False], ids=["as-written", "without-dvc-add"])
+def test_a_backbone_you_bring_stays_out_of_git(tmp_path, dvc_add):
+    """docs/bring-a-backbone.md's commands as written: the checkpoint goes into DVC's cache,
+    and `dvc exp run`, which commits untracked files into the experiment, leaves it out of Git.
+    Skipping `dvc add`, the ignore rule alone still keeps it out."""
+    repo = tmp_path / "repo"
+    make_fashion_mnist(repo / "data" / "raw", per_class=60, test_per_class=10)
+    make_repo(repo, {"data": {"root": "data/raw", "imb_ratio": 10, "max_per_class": 40,
+                              "val_per_class": 10}}, methods=["ce"])
+    torch.manual_seed(0)
+    torch.save(create_backbone("resnet32", 10, 1).state_dict(), repo / "resnet50_mine.pth")
+    lines = doc_recipe("bring-a-backbone.md", "bring a backbone")
+    assert lines[0] == "cp resnet50_mine.pth models/pretrained/"
+    run_lines(repo, lines if dvc_add else lines[:1])
+    dvc(repo, "exp", "run", "-n", "mine", "-S", "backbone.init=models/pretrained/resnet50_mine.pth",
+        "-S", "backbone.epochs=0")
+    ref = next(r for r in git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").split()
+               if r.endswith("/mine"))
+    tree = git(repo, "ls-tree", "-r", "--name-only", ref).split()
+    assert "models/pretrained/resnet50_mine.pth" not in tree
+    assert ("models/pretrained/resnet50_mine.pth.dvc" in tree) == dvc_add
+    assert "metrics/methods/ce.json" in tree
+    if dvc_add:
+        assert json.loads(dvc(repo, "status", "--json")) == {}
+
+
 def _arrays(tmp_path, **changes):
     rng = np.random.default_rng(0)
     arrays = {"train_features": rng.standard_normal((3, 40, 6)).astype(np.float32),
@@ -168,7 +196,7 @@ def test_import_reads_pt_and_npy_folders(tmp_path):
 
 @pytest.mark.slow
 def test_imported_features_pipeline_equals_the_native_run(tmp_path):
-    """README's recipe as written: the example is outside the DVC graph (a clean `dvc status`
+    """docs/bring-a-backbone.md's recipe as written: the example is outside the DVC graph (a clean `dvc status`
     after the demo); `cp -r examples/imported pipelines/imported` and `dvc repro` there export
     the native store, import it and, with the same retrain params, give the same numbers;
     editing a method there re-runs only that method; the project's status is clean after."""
@@ -180,9 +208,9 @@ def test_imported_features_pipeline_equals_the_native_run(tmp_path):
               imported=True)
     dvc(repo, "repro")
     assert json.loads(dvc(repo, "status", "--json")) == {}  # the example is not in the graph
-    copy = next(line.split("#")[0] for line in (ROOT / "README.md").read_text().splitlines()
+    copy = next(line.split("#")[0] for line in (DOCS / "bring-a-backbone.md").read_text().splitlines()
                 if line.startswith("mkdir -p pipelines && cp -r examples/imported"))
-    subprocess.run(["bash", "-c", copy], cwd=repo, check=True)  # README's line, as written
+    subprocess.run(["bash", "-c", copy], cwd=repo, check=True)  # the page's line, as written
     imported = repo / "pipelines" / "imported"
     main = yaml.safe_load((repo / "params.yaml").read_text())
     params = yaml.safe_load((imported / "params.yaml").read_text())

@@ -1,7 +1,7 @@
 """Sharing results, starting where a user starts, from a `git clone` of the project: after the
 pipeline has run its status is clean; a DVC remote makes another fresh clone up to date without
 re-running anything; commits compare method by method (`dvc metrics diff`, `lttools compare`,
-also from outputs only in the remote); queued experiments reach the raw data they need; README's
+also from outputs only in the remote); queued experiments reach the raw data they need; docs/compare.md's
 backbone x method matrix runs as written."""
 import json
 import re
@@ -13,7 +13,7 @@ import pytest
 
 from fixtures import make_fashion_mnist
 from lttools.predictions import load_predictions, save_predictions
-from pipeline_helpers import ROOT, dvc, env, fresh_clone, git, set_param
+from pipeline_helpers import doc_recipe, dvc, env, fresh_clone, git, run_lines, set_param
 
 pytestmark = pytest.mark.slow
 SMALL = {"data": {"root": "data/raw", "imb_ratio": 20, "max_per_class": 60, "val_per_class": 10},
@@ -89,6 +89,25 @@ def test_a_pulled_clone_is_up_to_date_and_commits_compare_per_method(clone_a, tm
     assert missing.returncode == 2 and "no revision named 'no-such-rev'" in missing.stderr
 
 
+def test_shared_experiments_are_listed_after_a_new_commit(clone_a, tmp_path):
+    """docs/more-than-one-machine.md's recipe for experiments, as written (EXP named): after a
+    new commit, `dvc exp list origin` no longer shows the experiment (its baseline is not HEAD);
+    the recipe's `--all-commits` does."""
+    b = tmp_path / "b"
+    git(tmp_path, "clone", "-q", str(clone_a), str(b))
+    dvc(b, "pull")
+    dvc(b, "exp", "run", "-n", "los-lr", "-S", "methods.los.lr=0.05")
+    push, listing, pull = [line.replace("EXP", "los-lr") for line in
+                           doc_recipe("more-than-one-machine.md", "sharing experiments")]
+    run_lines(b, [push])
+    assert "los-lr" in dvc(b, "exp", "list", "origin")
+    git(b, "commit", "-q", "--allow-empty", "-m", "a later commit")
+    assert "los-lr" not in dvc(b, "exp", "list", "origin")  # what the page warns of
+    assert "los-lr" in run_lines(b, [listing])[0].stdout
+    run_lines(b, [pull])
+    assert "los-lr" in dvc(clone_a, "exp", "list", "--all-commits")
+
+
 def compare(repo, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     out = subprocess.run([sys.executable, "-m", "lttools.cli", "compare", *args], cwd=repo,
                          env=env(), capture_output=True, text=True)
@@ -117,17 +136,11 @@ def test_two_queued_experiments_run_at_once_with_the_raw_data(clone_a):
 
 
 def test_readme_backbone_matrix_runs_as_written(clone_a):
-    """README's backbone x method matrix: two stage-1 variants as queued DVC experiments, then
-    `lttools compare` with the experiments' names as revisions."""
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- recipe: backbone matrix -->\n```bash\n(.*?)```", text, re.S)[1]
-    lines = [line for line in block.splitlines() if line.strip()]
+    """docs/compare.md's backbone x method matrix: two stage-1 variants as queued DVC
+    experiments, then `lttools compare` with the experiments' names as revisions."""
+    lines = doc_recipe("compare.md", "backbone matrix")
     assert lines[-1].startswith("lttools compare ")
-    for line in lines:
-        out = subprocess.run(["bash", "-c", line], cwd=clone_a, env=env(), capture_output=True,
-                             text=True, timeout=1800)
-        assert out.returncode == 0, (line, out.stdout, out.stderr)
-    table = out.stdout
+    table = run_lines(clone_a, lines)[-1].stdout
     assert "backbone.weight_decay=0.0005" in table and "backbone.weight_decay=0.005" in table
     rows = [r for r in table.splitlines() if r.startswith("| ce |") or r.startswith("| los |")]
     assert len(rows) == 4  # accuracy and LoMa / RSD tables

@@ -7,8 +7,9 @@ import torch
 from lttools.retrain.heads import HEADS
 from lttools.retrain.plan import make_plan, resolve_auto
 from lttools.retrain.registry import all_methods
-from lttools.retrain.trainer import (BatchedSGD, analytic_gradient, hyper_tensors, method_loss,
-                                     step_gradients)
+from lttools.retrain.objective import analytic_gradient, method_loss, step_gradients
+from lttools.retrain.optimizer import BatchedSGD
+from lttools.retrain.plan import hyper_tensors
 
 FAST = sorted(n for n, m in all_methods().items() if hasattr(HEADS[m.head], "forward")
               and not m.posthoc)
@@ -126,7 +127,7 @@ def test_a_head_without_a_pullback_trains_through_autograd(monkeypatch):
 
 
 def test_shared_features_through_every_head():
-    from lttools.retrain.trainer import shared_affine
+    from lttools.retrain.evaluation import shared_affine
     g = torch.Generator().manual_seed(5)
     x, w, b = (torch.randn(9, 4, generator=g), torch.randn(3, 6, 4, generator=g),
                torch.randn(3, 6, generator=g))

@@ -17,7 +17,8 @@ from lttools.retrain.heads import HEADS
 from lttools.retrain.plan import make_plan
 from lttools.retrain.registry import all_methods, get_method
 from lttools.retrain.sampling import EpochSampler
-from lttools.retrain.trainer import hyper_tensors, method_loss
+from lttools.retrain.objective import method_loss
+from lttools.retrain.plan import hyper_tensors
 
 X = np.array([[1.0, 0.5], [-0.5, 1.0], [0.3, -1.2], [2.0, 0.1]])
 Y = np.array([0, 1, 2, 0])

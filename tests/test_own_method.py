@@ -1,4 +1,4 @@
-"""README's "Add your own method", followed as written in a scratch copy of the project: its
+"""docs/add-a-method.md, followed as written in a scratch copy of the project: its
 code blocks appended where their first lines say, its commands run; the new method then has
 its formula test, its DVC stage, its leaderboard row and its `lttools methods` entry."""
 import json
@@ -11,15 +11,14 @@ import pytest
 import yaml
 
 from fixtures import make_fashion_mnist
-from pipeline_helpers import ROOT, env, make_repo
+from pipeline_helpers import DOCS, ROOT, env, make_repo
 
 pytestmark = pytest.mark.slow
 
 
 def readme_blocks() -> list[tuple[str, str]]:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Add your own method"):]
-    section = section[:section.index("\n## ", 1)]
+    section = (DOCS / "add-a-method.md").read_text()
+    section = section[section.index("## One `Method`"):]
     return re.findall(r"```(\w+)\n(.*?)```", section, re.S)
 
 

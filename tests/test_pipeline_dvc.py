@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,8 @@ import yaml
 
 from fixtures import make_fashion_mnist
 from lttools.backbone.training_log import read_curves
-from pipeline_helpers import check_metric_values, dvc, env, git, make_repo, set_param
+from pipeline_helpers import (check_metric_values, doc_recipe, dvc, env, git, make_repo,
+                              run_lines, set_param)
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +67,30 @@ def test_editing_one_method_reruns_only_that_method(repo):
         params_path.write_text(original)
 
 
+def test_a_failed_rerun_keeps_the_last_good_results(repo):
+    """A typo in a method's entry fails its stage with a clear error; DVC does not delete the
+    stage's outputs first (persist: true), so the last good results are all still there, byte
+    for byte, and dvc.lock still describes them."""
+    outputs = [repo / f"metrics/{folder}/focal.{ext}" for folder, ext in
+               (("methods", "json"), ("details", "json"), ("plots/epochs", "json"),
+                ("plots/per_class", "json"), ("predictions", "npz"))]
+    before = {p: p.read_bytes() for p in outputs}
+    params_path = repo / "params.yaml"
+    original = params_path.read_text()
+    set_param(repo, "methods.focal.gamma", 2.0)
+    set_param(repo, "methods.focal.method", "focall")
+    try:
+        out = subprocess.run([sys.executable, "-m", "dvc", "repro", "retrain@focal"], cwd=repo,
+                             env=env(), capture_output=True, text=True)
+        assert out.returncode != 0
+        assert "unknown method 'focall'" in out.stdout + out.stderr, out.stderr
+        assert {p: p.read_bytes() for p in outputs} == before
+        assert "retrain@focal" in dvc(repo, "status")  # the change is still to be run
+    finally:
+        params_path.write_text(original)
+    assert json.loads(dvc(repo, "status", "--json")) == {}
+
+
 def test_report_stage_outputs(repo):
     board = (repo / "metrics/leaderboard.md").read_text()
     methods = yaml.safe_load((repo / "params.yaml").read_text())["methods"]
@@ -80,7 +104,7 @@ def test_report_stage_outputs(repo):
 
 
 def test_dvc_workflow_metrics_diff_experiments_and_queue(repo):
-    """The commands the README gives, as written."""
+    """The commands docs/compare.md gives, as written."""
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline")
     set_param(repo, "methods.los.eps", 0.9)
@@ -94,6 +118,24 @@ def test_dvc_workflow_metrics_diff_experiments_and_queue(repo):
     shown = dvc(repo, "exp", "show", "--only-changed", "--md")  # --md: no terminal-width cut
     assert "0.95" in shown and "metrics/methods/los.json:" in shown  # the param and its metrics
 
+
+
+def test_reading_results_as_the_docs_say_in_an_80_column_terminal(repo):
+    """docs/compare.md's commands for reading results, as written, in an ordinary terminal's
+    width: every table is whole (no column squeezed to `…`)."""
+    original = (repo / "params.yaml").read_text()
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "results", "--allow-empty")
+    try:
+        outs = run_lines(repo, doc_recipe("compare.md", "reading results"),
+                         extra_env={"COLUMNS": "80", "LINES": "40"})
+        for out in outs:
+            assert "…" not in out.stdout, out.args
+        assert "| los |" in outs[0].stdout  # the leaderboard
+        assert "test_bacc_mean" in outs[2].stdout  # dvc metrics show --md
+    finally:
+        (repo / "params.yaml").write_text(original)
+        dvc(repo, "repro")
 
 
 def test_dvc_repro_killed_with_sigkill_resumes_to_the_uninterrupted_weights(repo):

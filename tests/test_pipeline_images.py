@@ -7,7 +7,7 @@ import pytest
 
 from fixtures import make_image_folder, make_image_lists
 from lttools.features.store import open_store
-from pipeline_helpers import check_metric_values, dvc, make_repo
+from pipeline_helpers import check_metric_values, doc_recipe, dvc, make_repo, run_lines
 
 pytestmark = pytest.mark.slow
 # One epoch of four batches leaves BatchNorm's running statistics far from the weights' scale:
@@ -48,4 +48,23 @@ def test_repro_on_image_files(tmp_path, layout):
         assert (repo / "data/prepared/images.h5").exists()
         assert store.class_counts.tolist() == [30, 13, 6, 3]  # int(30 * 0.1 ** (c / 3))
         assert len(store.labels["val"]) == 12  # the given validation list
+    assert json.loads(dvc(repo, "status", "--json")) == {}
+    if layout == "image_folder":
+        images_edited_in_place(repo)
+
+
+def images_edited_in_place(repo):
+    """docs/own-data.md: DVC does not hash the images, so an image edited in place needs the
+    page's line, as written: it re-runs the later stages when the manifest changed, and only
+    prepare_data when nothing did."""
+    line = doc_recipe("own-data.md", "images changed")
+    ran = lambda out: [s for s in ("prepare_data", "train_backbone", "extract_features")  # noqa: E731
+                       if f"Running stage '{s}'" in out]
+    assert ran(run_lines(repo, line)[0].stdout) == ["prepare_data"]  # nothing changed
+    image = next((repo / "data/images/train/c0").iterdir())
+    from PIL import Image
+
+    Image.new("RGB", (20, 12), (255, 0, 0)).save(image, format=Image.open(image).format)
+    assert ran(run_lines(repo, line)[0].stdout) == ["prepare_data", "train_backbone",
+                                                     "extract_features"]
     assert json.loads(dvc(repo, "status", "--json")) == {}

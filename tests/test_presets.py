@@ -67,7 +67,7 @@ def stage_check(repo: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_a_preset_copied_to_params_yaml_passes_dvcs_own_checks(name, tmp_path):
-    """README's recipe: `cp presets/<name>.yaml params.yaml`, then `dvc repro`. Every stage's
+    """docs/own-data.md's recipe: `cp presets/<name>.yaml params.yaml`, then `dvc repro`. Every stage's
     params and deps must be there before stage 1 runs: a param a stage lists but the preset
     lacks would stop the pipeline at that stage, after hours of stage 1. DVC's dry run checks
     the first stage; the rest are checked as DVC checks them, through its own API."""

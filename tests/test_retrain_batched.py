@@ -67,7 +67,7 @@ def test_heads_trained_in_memory_sized_groups_equal_one_group(budget_heads):
     points, else seeds of one point); every head's result is unchanged, and so is what is
     reported (a group that cannot see the whole grid scores the test set of all its heads; one
     that holds it, only of the heads selection can report)."""
-    from lttools.retrain.trainer import head_bytes
+    from lttools.retrain.grouping import head_bytes
     data = toy_data(views=1)
     plan = make_plan("los", {"eps": [0.5, 0.9, 0.98], "epochs": 2}, {"seeds": [0, 1], "lr": 0.05})
     whole = train_heads(plan, data, views=1, quiet=True)

@@ -9,7 +9,10 @@ from lttools.errors import LTError
 from lttools.retrain import pieces as P
 from lttools.retrain.plan import make_plan
 from lttools.retrain.registry import all_methods, get_method
-from lttools.retrain.trainer import FeatureData, hyper_tensors, method_loss, train_heads
+from lttools.retrain.objective import method_loss
+from lttools.retrain.plan import hyper_tensors
+from lttools.retrain.records import FeatureData
+from lttools.retrain.trainer import train_heads
 from retrain_helpers import toy_data
 
 METHODS = sorted(all_methods())
@@ -58,12 +61,12 @@ def test_prior_free_methods_never_read_class_counts(name, monkeypatch):
     data = toy_data()
     import lttools.retrain.trainer as T
     seen = []
-    real = T._prior
+    real = T.class_prior
     def spy(plan, d, dev):
         out = real(plan, d, dev)
         seen.append(out)
         return out
-    monkeypatch.setattr(T, "_prior", spy)
+    monkeypatch.setattr(T, "class_prior", spy)
     for piece in ("log_prior", "effective_number_weights", "inverse_power_weights",
                   "power_class_probs", "ldam_margins", "label_aware_eps"):
         monkeypatch.setattr(P, piece, lambda *a, **k: (_ for _ in ()).throw(
@@ -216,11 +219,11 @@ def test_prior_methods_move_predictions_towards_the_rare_class():
             entry["tau"] = 1.0
         hist = train_heads(make_plan(name, entry, shared), data, quiet=True)
         params, frozen = hist.final_params, {"w": data.head_weight, "b": data.head_bias}
-        from lttools.retrain.trainer import _predicting_head, _split_logits
+        from lttools.retrain.evaluation import predicting_head, split_logits
         counts_t = torch.as_tensor(counts) if get_method(name).needs_prior else None
         hp = hyper_tensors(hist.plan, torch.device("cpu"))
-        lin = _predicting_head(hist.plan, params, frozen, hp, counts_t)
-        z = _split_logits(hist.plan, params, frozen, data.test, hp, lin)[0]
+        lin = predicting_head(hist.plan, params, frozen, hp, counts_t)
+        z = split_logits(hist.plan, params, frozen, data.test, hp, lin)[0]
         return float(torch.softmax(z, -1)[:, k - 1].mean())
 
     base = rare_share("ce")

@@ -1,5 +1,5 @@
 """The stage-2 methods, each a few lines over `pieces`, in METHODS (registry.py finds them by
-name). Formulas: shared/reference/methods.md; README: "Add your own method"."""
+name). Formulas: shared/reference/methods.md; docs/add-a-method.md."""
 from __future__ import annotations
 
 import torch

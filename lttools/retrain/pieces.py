@@ -149,13 +149,18 @@ MISLAS_LARGE = {"ImageNet-LT": (0.3, 0.0, 0.05), "iNaturalist 2018": (0.3, 0.0, 
 AUTO_MAX_RATIO = 200.0  # beyond twice the largest CIFAR ratio, no config is near
 
 
+def imbalance_ratio(counts) -> float:
+    """Largest over smallest training class count (classes with no image left out)."""
+    present = [int(c) for c in counts if int(c) > 0]
+    return max(present) / min(present)
+
+
 def mislas_setting(counts) -> tuple[float, float, float]:
     """(eps_head, eps_tail, lr_factor) of MiSLAS's CIFAR stage-2 config for these training
     counts: CIFAR-10's for up to 10 classes, CIFAR-100's for up to 100, at the imbalance ratio
     nearest on a log scale (10, 50, 100). Beyond (more classes, or a ratio over 200) MiSLAS has
     no CIFAR config that fits, and its large-scale values depend on the dataset: refused."""
-    present = [int(c) for c in counts if int(c) > 0]
-    classes, ratio = len(present), max(present) / min(present)
+    classes, ratio = sum(int(c) > 0 for c in counts), imbalance_ratio(counts)
     if classes > 100 or ratio > AUTO_MAX_RATIO:
         known = "; ".join(f"{name}: eps_head {h}, eps_tail {t}, lr_factor {f}"
                           for name, (h, t, f) in MISLAS_LARGE.items())

@@ -7,6 +7,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from lttools.config import check_type
 from lttools.errors import LTError, check_range
 from lttools.retrain.registry import get_method
@@ -103,12 +105,6 @@ def make_plan(key: str, entry: dict[str, Any] | None, shared: dict[str, Any]) ->
                 int(options["epochs"]), int(options["batch_size"]), [int(s) for s in seeds])
 
 
-def imbalance_ratio(counts) -> float:
-    """Largest over smallest training class count (classes with no image left out)."""
-    present = [int(c) for c in counts if int(c) > 0]
-    return max(present) / min(present)
-
-
 def resolve_auto(plan: Plan, counts) -> Plan:
     """The plan with every "auto" hyper-parameter replaced by the value its method's reference
     configures for this training set's class counts."""
@@ -122,3 +118,14 @@ def resolve_auto(plan: Plan, counts) -> Plan:
             resolved[name] = value
         grid.append(resolved)
     return dataclasses.replace(plan, grid=grid)
+
+
+def head_seeds(plan: Plan) -> list[int]:
+    return [s for _ in plan.grid for s in plan.seeds]
+
+
+def hyper_tensors(plan: Plan, device: torch.device) -> dict[str, torch.Tensor]:
+    """Per-head hyper-parameters, [H] each."""
+    return {k: torch.tensor([g[k] for g in plan.grid for _ in plan.seeds], dtype=torch.float32,
+                            device=device) for k in plan.grid[0]}
+

@@ -10,7 +10,8 @@ import torch
 
 from lttools.retrain.plan import Plan, resolve_auto
 from lttools.retrain.sampling import EpochSampler
-from lttools.retrain.trainer import FeatureData, method_loss
+from lttools.retrain.objective import method_loss
+from lttools.retrain.records import FeatureData
 
 
 def train_one_head(plan: Plan, data: FeatureData, grid_index: int, seed: int,

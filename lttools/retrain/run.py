@@ -15,7 +15,8 @@ from lttools.predictions import Predictions, identify_test_set
 from lttools.provenance import check_backbone, store_provenance
 from lttools.retrain.plan import make_plan
 from lttools.retrain.summary import reported_predictions, summarize
-from lttools.retrain.trainer import FeatureData, train_heads
+from lttools.retrain.records import FeatureData
+from lttools.retrain.trainer import train_heads
 from lttools.stats import STATISTICS, Settings, bootstrap
 
 

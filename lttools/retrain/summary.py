@@ -11,7 +11,7 @@ import torch
 from lttools.metrics import mean_std
 from lttools.predictions import Predictions
 from lttools.results import METRICS_SCHEMA
-from lttools.retrain.trainer import History
+from lttools.retrain.records import History
 
 REPORTED = ("acc", "bacc", "many", "medium", "few", "loma_mean", "loma_std", "loma_min",
             "loma_max", "rsd_mean", "rsd_std", "ece", "wnorm_ratio")
