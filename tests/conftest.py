@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# stage scripts run in-process (runpy) find their stages/_this_repo.py as `python stages/x.py` would
+sys.path.append(str(Path(__file__).parents[1] / "stages"))
 
 from fixtures import make_fashion_mnist  # noqa: E402
 
