@@ -96,16 +96,16 @@ def test_shared_experiments_are_listed_after_a_new_commit(clone_a, tmp_path):
     b = tmp_path / "b"
     git(tmp_path, "clone", "-q", str(clone_a), str(b))
     dvc(b, "pull")
-    dvc(b, "exp", "run", "-n", "los-lr", "-S", "methods.los.lr=0.05")
-    push, listing, pull = [line.replace("EXP", "los-lr") for line in
+    dvc(b, "exp", "run", "-n", "los-eps", "-S", "methods.los.eps=0.9")
+    push, listing, pull = [line.replace("EXP", "los-eps") for line in
                            doc_recipe("more-than-one-machine.md", "sharing experiments")]
     run_lines(b, [push])
-    assert "los-lr" in dvc(b, "exp", "list", "origin")
+    assert "los-eps" in dvc(b, "exp", "list", "origin")
     git(b, "commit", "-q", "--allow-empty", "-m", "a later commit")
-    assert "los-lr" not in dvc(b, "exp", "list", "origin")  # what the page warns of
-    assert "los-lr" in run_lines(b, [listing])[0].stdout
+    assert "los-eps" not in dvc(b, "exp", "list", "origin")  # what the page warns of
+    assert "los-eps" in run_lines(b, [listing])[0].stdout
     run_lines(b, [pull])
-    assert "los-lr" in dvc(clone_a, "exp", "list", "--all-commits")
+    assert "los-eps" in dvc(clone_a, "exp", "list", "--all-commits")
 
 
 def compare(repo, *args: str, check: bool = True) -> subprocess.CompletedProcess:
