@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup fashion-mnist chromium bench
+.PHONY: demo test setup fashion-mnist chromium slurm bench
 
 setup: $(STAMP)
 
@@ -36,12 +36,24 @@ chromium:
 	  fi; \
 	fi
 
+# The sweep tests run a real one-node Slurm (tests/slurm/one_node.sh): install Debian's packages
+# when apt is there and we are root; under CI=true those tests fail (not skip) without them.
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+slurm:
+	@if ! command -v slurmctld >/dev/null && ! test -x /usr/sbin/slurmctld; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null)); \
+	  else \
+	    echo "Slurm missing: run 'sudo apt-get install $(SLURM_PACKAGES)' for the sweep tests"; \
+	  fi; \
+	fi
+
 demo: $(STAMP) fashion-mnist
 	dvc repro
 	@cat metrics/leaderboard.md
 	@echo "report: $$(lttools report)"
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium slurm
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -1,5 +1,6 @@
 """The `lttools` command: `methods` lists the registry; `report` says where the report is;
-`compare` sets results of revisions side by side, with intervals and paired tests;
+`compare` sets results of revisions side by side, with intervals and paired tests; `sweep`
+runs a grid of experiments on Slurm (submitit) and follows it;
 `import-features` builds a feature store from arrays; `export-features` writes one back out."""
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from lttools.errors import LTError
 from lttools.retrain.registry import all_methods
 from lttools.retrain.spec import SCHEDULE_PARAMS, TRAIN_PARAMS
+from lttools.sweep import cli as sweep_cli
 
 
 def _fmt(v) -> str:
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     cp.add_argument("--resamples", type=int, help="bootstrap resamples (default: the first "
                     "revision's uncertainty.resamples)")
+    sweep_cli.add_parser(sub)
     return p
 
 
@@ -76,6 +79,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.cmd == "compare":
         return _compare(args)
+    if args.cmd == "sweep":
+        return sweep_cli.main(args)
     if args.cmd == "import-features":
         from lttools.features.arrays import ImportConfig, import_arrays
 

@@ -145,3 +145,23 @@ def run_lines(repo: Path, lines: list[str], timeout: int = 1800,
         assert out.returncode == 0, (line, out.stdout, out.stderr)
         done.append(out)
     return done
+
+
+SWEEP_CLUSTER = {"backbone": {"gpus": 0, "cpus": 1, "mem_gb": 1, "time_min": 30},
+                 "point": {"gpus": 0, "cpus": 1, "mem_gb": 1, "time_min": 30}}
+
+
+def sweep_repo(where: Path, backbone_epochs: int = 1) -> Path:
+    """A committed pipeline on a tiny Fashion-MNIST-LT (stage-2 methods ce and los), with
+    `.lttools/cluster.yaml` asking one CPU per job (git-ignored, as the record and logs)."""
+    from fixtures import make_fashion_mnist
+
+    repo = where / "repo"
+    make_fashion_mnist(repo / "data" / "raw", per_class=60, test_per_class=10)
+    make_repo(repo, {"data": {"root": "data/raw", "imb_ratio": 10, "max_per_class": 40,
+                              "val_per_class": 10}, "backbone": {"epochs": backbone_epochs}},
+              methods=["ce", "los"])
+    (repo / ".lttools").mkdir()
+    (repo / ".lttools/cluster.yaml").write_text(yaml.safe_dump(SWEEP_CLUSTER))
+    assert not git(repo, "status", "--porcelain")  # the settings are git-ignored
+    return repo

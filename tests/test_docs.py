@@ -15,7 +15,7 @@ from pipeline_helpers import DOCS, ROOT
 
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-PATH = re.compile(r"\b((?:bench|stages|presets|examples|tests|lttools|docs)/[\w./-]*\w)")
+PATH = re.compile(r"(?<![\w./])((?:bench|stages|presets|examples|tests|lttools|docs)/[\w./-]*\w)")
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 STAGES = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 IGNORED = {line.strip("/") for line in (ROOT / ".gitignore").read_text().splitlines()}
@@ -95,6 +95,9 @@ def test_documented_lttools_commands_parse(page):
         except SystemExit as exc:
             if exc.code != 0:  # --help exits 0
                 raise AssertionError(f"{name(page)}: lttools {' '.join(argv)}") from None
+        for flag, value in zip(argv, argv[1:]):
+            if flag in ("-S", "--set-param"):  # lttools sweep run -S
+                check_param(value.split("=", 1)[0])
 
 
 def check_param(key: str) -> None:
