@@ -3,6 +3,7 @@ group's points after it (`afterok` on Slurm; on the local executor each point wa
 backbone job's report), and re-submitting the jobs that failed or were cancelled."""
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -33,7 +34,9 @@ def check_clean(repo: Path) -> str:
     return _git(repo, "rev-parse", "HEAD")
 
 
+@functools.lru_cache(maxsize=None)
 def shared_cache(repo: Path) -> str:
+    """The repository's DVC cache folder, which every job of a sweep shares."""
     out = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=repo,
                          capture_output=True, text=True)
     if out.returncode != 0:
