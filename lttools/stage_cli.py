@@ -18,13 +18,18 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise LTError(f"{path} not found; run from the repository root or pass --params")
+    return read_mapping(path, "sections (data, backbone, ...)")
+
+
+def read_mapping(path: Path, of_what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; an empty file is an empty one."""
     try:
-        params = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise LTError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(params, dict):
-        raise LTError(f"{path} must hold a mapping of sections (data, backbone, ...)")
-    return params
+    if not isinstance(values, dict):
+        raise LTError(f"{path} must hold a mapping of {of_what}")
+    return values
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lttools.config import from_section
 from lttools.errors import LTError, check_range
+from lttools.stage_cli import read_mapping
 
 CLUSTERS = ("slurm", "local", "debug")
 SETTINGS_FILE = ".lttools/cluster.yaml"
@@ -61,14 +60,7 @@ class ClusterSettings:
 def load_settings(repo: Path, overrides: dict[str, Any]) -> ClusterSettings:
     """`.lttools/cluster.yaml` under `repo` (if there), then the flags that were given."""
     path = repo / SETTINGS_FILE
-    values: dict[str, Any] = {}
-    if path.exists():
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise LTError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(values, dict):
-            raise LTError(f"{path} must hold a mapping (cluster, partition, setup, ...)")
+    values = read_mapping(path, "settings (cluster, partition, setup, ...)") if path.exists() else {}
     values.update({k: v for k, v in overrides.items() if v not in (None, [], "")})
     settings = from_section(ClusterSettings, values, SETTINGS_FILE)
     return dataclasses.replace(settings, setup=list(settings.setup))
