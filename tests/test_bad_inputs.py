@@ -180,8 +180,8 @@ def test_results_are_written_as_one_set(tmp_path, monkeypatch):
     paths = ResultPaths(tmp_path)
     old = {"epochs": [{"epoch": 0}], "per_class": [{"class": 0}], "method": "ce"}
     labels = np.arange(4)
-    made = lambda pred: Predictions(labels, pred, pred, np.array([0]), np.ones(4, int),  # noqa
-                                    (100, 20), {})
+    made = lambda pred: Predictions.from_class_ids(labels, pred, pred, np.array([0]),  # noqa
+                                                   np.ones(4, int), (100, 20), {})
     write_results(paths, "ce", {"test_acc_mean": 1.0}, old, made(np.array([[0, 1, 2, 3]])))
     kept = paths.predictions("ce").read_bytes()
     calls = []

@@ -69,10 +69,11 @@ def test_a_pulled_clone_is_up_to_date_and_commits_compare_per_method(clone_a, tm
     page = (b / "comparison" / "compare.html").read_text()
     assert "<table>" in page and "http://" not in page and "https://" not in page  # offline
 
-    # the predictions only in the DVC remote: the same table, read from there
-    dvc(b, "push")
+    # the per-image results travel with Git: no DVC cache and no remote, the same table
     shutil.rmtree(b / ".dvc" / "cache")
+    dvc(b, "remote", "remove", "shared")
     assert json.loads(compare(b, "HEAD~1", "HEAD", "--json").stdout) == table
+    git(b, "checkout", "--", ".dvc/config")
 
     # a revision on other test images: not paired, and the note says why
     for path in (b / "metrics" / "predictions").glob("*.npz"):
@@ -87,6 +88,24 @@ def test_a_pulled_clone_is_up_to_date_and_commits_compare_per_method(clone_a, tm
 
     missing = compare(b, "HEAD", "no-such-rev", check=False)
     assert missing.returncode == 2 and "no revision named 'no-such-rev'" in missing.stderr
+
+
+def test_a_fresh_clone_runs_the_pipeline_and_compares_with_head_without_a_remote(clone_a,
+                                                                                tmp_path):
+    """A newcomer's clone: no DVC remote, an empty cache. `dvc repro` trains everything again;
+    `lttools compare HEAD workspace` reads HEAD's per-image results from Git and pairs them
+    with the clone's own, method by method (on this machine, the same bytes: no change)."""
+    c = tmp_path / "c"
+    git(tmp_path, "clone", "-q", str(clone_a), str(c))
+    dvc(c, "remote", "remove", "shared")
+    make_fashion_mnist(c / "data" / "raw", per_class=80, test_per_class=10)
+    assert "Running stage 'train_backbone'" in dvc(c, "repro")
+    table = json.loads(compare(c, "HEAD", "workspace", "--json").stdout)
+    assert set(table["methods"]) == {"ce", "los"} and not table["notes"], table["notes"]
+    for cells in table["methods"].values():
+        for cell in cells:
+            assert 0 <= cell["ci_low"] <= cell["test_bacc"] <= cell["ci_high"] <= 100
+        assert cells[1]["verdict"] in ("no change", "no significant difference"), cells[1]
 
 
 def test_shared_experiments_are_listed_after_a_new_commit(clone_a, tmp_path):

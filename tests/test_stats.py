@@ -152,3 +152,75 @@ def test_bad_settings_say_what_is_wrong(section, words):
     with pytest.raises(LTError, match=None) as exc:
         Settings.from_params(section)
     assert words in str(exc.value)
+
+
+def near_the_bound(rng, lowest: float, per_class: int = 30, shift: float = 0.01):
+    """A new user's small test set (30 images per class, as an own image folder gives) and
+    class accuracies from `lowest` up to 100 %; the last three classes are Few."""
+    labels = np.repeat(np.arange(CLASSES), per_class)
+    p = rng.uniform(lowest, 1.0, CLASSES)
+    thr = norm.ppf(np.clip(p + rng.normal(0, shift, (SEEDS, CLASSES)), 1e-4, 1 - 1e-4))
+    return {"a": rng.normal(size=len(labels)) < thr[:, labels]}, labels, p
+
+
+SKEWED = np.array([500, 300, 200, 120, 90, 60, 30, 15, 10, 5])  # Many 3, Medium 4, Few 3
+
+
+@pytest.mark.parametrize("lowest", [0.9, 0.97])
+def test_intervals_near_100_percent_stay_inside_and_cover(lowest):
+    """Classes right on nearly every image: the intervals stay inside [0, 100], none has zero
+    width, and they cover the truth about 95 % of the time (est +- t se: 63 % for Few at
+    0.97, with zero-width intervals, measured while writing this test)."""
+    rng = np.random.default_rng(5)
+    reps, cover = 200, {"bacc": 0, "few": 0}
+    for r in range(reps):
+        correct, labels, p = near_the_bound(rng, lowest)
+        boot = bootstrap(correct, labels, SKEWED, (100, 20), Settings(resamples=300, seed=r))
+        for g, truth in (("bacc", p.mean()), ("few", p[SKEWED < 20].mean())):
+            lo, hi = boot.interval("a", g)
+            assert 0 <= lo < hi <= 100, (g, lo, hi)
+            cover[g] += lo <= 100 * truth <= hi
+    for g, hits in cover.items():
+        assert 0.91 <= hits / reps <= 0.99, (g, hits / reps)
+
+
+def test_a_class_right_everywhere_still_has_width():
+    """Every seed right on every image: the interval is not a point; its upper end is 100 and
+    its lower end is Wilson's for the test images at hand. One Few class at 100 % while the
+    others are not adds width over leaving it out."""
+    labels = np.repeat(np.arange(CLASSES), 30)
+    perfect = bootstrap({"a": np.ones((SEEDS, len(labels)), bool)}, labels, SKEWED, (100, 20),
+                        Settings(resamples=200))
+    for g in STATISTICS:
+        lo, hi = perfect.interval("a", g)
+        assert hi == 100 and 90 < lo < 100, (g, lo, hi)
+    lo_all, _ = perfect.interval("a", "bacc")
+    lo_few, _ = perfect.interval("a", "few")
+    assert lo_few < lo_all  # 90 Few images are less sure than 300
+
+    rng = np.random.default_rng(2)
+    c = rng.random((SEEDS, len(labels))) < 0.8
+    c[:, labels == 9] = True  # a Few class right everywhere
+    boot = bootstrap({"a": c}, labels, SKEWED, (100, 20), Settings(resamples=500))
+    se_only = boot._spread(["a"], [1.0], STATISTICS.index("few"))[0]
+    lo, hi = boot.interval("a", "few")
+    assert (hi - lo) / 2 > 1.0001 * se_only * 1.96  # the class at 100 % adds its floor
+
+
+def test_the_issue_case_over_100_is_now_inside():
+    """Few classes at 97-100 % and seeds that disagree: est + t se (2 degrees of freedom)
+    passes 100, as cb_reweight's 101.91 did; the interval stays below."""
+    labels = np.repeat(np.arange(CLASSES), 30)
+    rng = np.random.default_rng(0)
+    rates = np.array([[1.0, 1.0, 1.0], [0.9, 0.93, 1.0], [1.0, 1.0, 1.0]])  # seed x Few class
+    c = rng.random((SEEDS, len(labels))) < 0.85
+    for j, k in enumerate((7, 8, 9)):
+        for s in range(SEEDS):
+            c[s, labels == k] = np.arange(30) < round(30 * rates[s, j])
+    boot = bootstrap({"a": c}, labels, SKEWED, (100, 20), Settings(resamples=500))
+    g = STATISTICS.index("few")
+    se, df = boot._spread(["a"], [1.0], g)
+    from scipy.stats import t as student_t
+    assert boot.estimate("a", "few") + se * student_t.ppf(0.975, df) > 100  # the old bound
+    lo, hi = boot.interval("a", "few")
+    assert 0 < lo < boot.estimate("a", "few") < hi <= 100

@@ -111,7 +111,7 @@ def reported_predictions(history: History, labels: np.ndarray, thresholds: tuple
         if kept != p["epoch"]:
             raise AssertionError(f"head {p['head']}: predictions kept at epoch {kept}, selection "
                                  f"chose epoch {p['epoch']}")
-    return Predictions(
+    return Predictions.from_class_ids(
         np.asarray(labels), torch.stack([pred["selected"][p["head"]] for p in picks]).numpy(),
         torch.stack([pred["last"][p["last_head"]] for p in picks]).numpy(),
         np.asarray(history.plan.seeds), history.class_counts, thresholds, test_set)
