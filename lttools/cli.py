@@ -117,8 +117,14 @@ def _compare(args: argparse.Namespace) -> int:
     cmp = compare(revisions, Settings.from_params(section))
     out = Path(args.out)
     text = render.markdown(cmp)
+    diagram = None
+    if cmp.ranking is not None:
+        from lttools.compare.diagram import critical_difference
+
+        out.mkdir(parents=True, exist_ok=True)
+        diagram = critical_difference(cmp.ranking, out / "critical_difference.png")
     write_text(out / "compare.md", text)
-    write_text(out / "compare.html", render.page(cmp))
+    write_text(out / "compare.html", render.page(cmp, diagram))
     print(json.dumps(render.as_json(cmp), indent=2) if args.json else text)
     return 0
 

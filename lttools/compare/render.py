@@ -2,9 +2,12 @@
 and as JSON."""
 from __future__ import annotations
 
+import base64
 import html
+from pathlib import Path
 from typing import Any
 
+from lttools.compare.across import Ranking, describe
 from lttools.compare.table import Cell, Comparison
 from lttools.report.html import STYLE
 from lttools.report.leaderboard import bounds
@@ -62,23 +65,71 @@ def description(cmp: Comparison) -> str:
             f"({name}-adjusted over the methods of each column). {cmp.settings.describe()}.")
 
 
+RANK_HEADER = ["average rank", "method", "separated from (adjusted p)"]
+
+
+def rank_rows(r: Ranking) -> list[list[str]]:
+    def separated(key: str) -> str:
+        others = [(o, r.pairs.get((key, o)) or r.pairs[(o, key)]) for o in r.methods if o != key]
+        shown = [f"{o} ({p_text(pa)})" for o, (_, pa) in others if pa < r.alpha]
+        return ", ".join(shown) or "none"
+    return [[f"{r.average_rank[k]:.2f}", k, separated(k)] for k in r.methods]
+
+
+def ranking_lines(cmp: Comparison) -> list[str]:
+    r = cmp.ranking
+    if r is None:
+        return []
+    lines = ["", "## Across the revisions", "", describe(r, cmp.settings.correction_name), ""]
+    lines += [f"- {n}" for n in r.notes] + ([""] if r.notes else [])
+    lines += markdown_table(RANK_HEADER, rank_rows(r))
+    groups = "; ".join(", ".join(g) for g in r.groups) or "none"
+    return lines + ["", f"Not separated (one bar each): {groups}. Diagram: "
+                    "critical_difference.png."]
+
+
 def markdown(cmp: Comparison) -> str:
     lines = ["# Comparison", "", description(cmp), ""]
     lines += [f"- {n}" for n in cmp.notes] + ([""] if cmp.notes else [])
     lines += markdown_table(header(cmp), method_rows(cmp))
     lines += ["", "LoMa mean / RSD mean at the selected epoch (test set):", ""]
     lines += markdown_table(header(cmp), diagnostic_rows(cmp))
+    lines += ranking_lines(cmp)
     return "\n".join(lines) + "\n"
 
 
-def page(cmp: Comparison) -> str:
+def ranking_html(cmp: Comparison, diagram: Path | None) -> str:
+    r = cmp.ranking
+    if r is None:
+        return ""
+    notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in
+                    [describe(r, cmp.settings.correction_name), *r.notes])
+    image = ""
+    if diagram is not None:
+        data = base64.b64encode(Path(diagram).read_bytes()).decode()
+        image = f"<img alt='critical-difference diagram' src='data:image/png;base64,{data}'>"
+    return (f"<h2>Across the revisions</h2>{notes}{image}"
+            f"{html_table(RANK_HEADER, rank_rows(r))}")
+
+
+def page(cmp: Comparison, diagram: Path | None = None) -> str:
     notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in [description(cmp),
                                                                       *cmp.notes])
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>lttools comparison</title>"
             f"<style>{STYLE}</style></head><body><h1>Comparison</h1>{notes}"
             f"{html_table(header(cmp), method_rows(cmp))}"
             "<h2>LoMa mean / RSD mean</h2>"
-            f"{html_table(header(cmp), diagnostic_rows(cmp))}</body></html>\n")
+            f"{html_table(header(cmp), diagnostic_rows(cmp))}"
+            f"{ranking_html(cmp, diagram)}</body></html>\n")
+
+
+def ranking_json(r: Ranking | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"methods": r.methods, "average_rank": r.average_rank, "test_sets": r.blocks,
+            "friedman_p": r.friedman_p, "alpha": r.alpha, "groups": r.groups, "notes": r.notes,
+            "pairs": [{"better": a, "worse": b, "p": p, "p_adjusted": pa}
+                      for (a, b), (p, pa) in r.pairs.items()]}
 
 
 def as_json(cmp: Comparison) -> dict[str, Any]:
@@ -97,4 +148,5 @@ def as_json(cmp: Comparison) -> dict[str, Any]:
                       for c, (r, label) in enumerate(zip(cmp.revisions, cmp.labels))],
         "methods": {k: [cell(cmp.cells[(k, c)]) if (k, c) in cmp.cells else None
                         for c in range(len(cmp.revisions))] for k in cmp.methods},
+        "ranking": ranking_json(cmp.ranking),
     }

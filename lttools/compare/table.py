@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lttools.compare.across import Ranking, rank_across
 from lttools.compare.revisions import Revision, labels
 from lttools.predictions import pairing_problem
 from lttools.report.significance import compare_pairs
@@ -34,6 +35,7 @@ class Comparison:
     cells: dict[tuple[str, int], Cell]
     settings: Settings
     notes: list[str] = field(default_factory=list)
+    ranking: Ranking | None = None  # the methods ranked across the revisions (3+ methods)
 
     def stage1(self, column: int) -> float | None:
         value = self.revisions[column].backbone.get("test_bacc")
@@ -77,7 +79,19 @@ def compare(revisions: list[Revision], settings: Settings) -> Comparison:
         else:
             paired_cols.append(c)
     _paired(out, paired_cols)
+    out.ranking = _ranking(out)
     return out
+
+
+def _ranking(out: Comparison) -> Ranking | None:
+    """The methods every revision has a number for, ranked across the revisions."""
+    columns = range(len(out.revisions))
+    common = [k for k in out.methods if all(
+        (k, c) in out.cells and out.cells[(k, c)].estimate is not None for c in columns)]
+    scores = np.array([[out.cells[(k, c)].estimate for k in common] for c in columns])
+    blocks = [f"{label} ({r.short})" for label, r in zip(out.labels, out.revisions)]
+    return rank_across(scores.reshape(len(blocks), len(common)), common, blocks,
+                       out.settings.alpha, out.settings.correction)
 
 
 def _predicted(out: Comparison, columns: list[int]) -> dict[tuple[str, int], np.ndarray]:
