@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     cp.add_argument("--resamples", type=int, help="bootstrap resamples (default: the first "
                     "revision's uncertainty.resamples)")
+    cp.add_argument("--pool", action="store_true", help="the revisions are backbone replicates "
+                    "of one setting (other backbone.seed): one leaderboard over backbones x "
+                    "seeds x test images, with P(A > B) and rank stability (writes pooled.md)")
     sweep_cli.add_parser(sub)
     return p
 
@@ -114,8 +117,18 @@ def _compare(args: argparse.Namespace) -> int:
     section = dict(revisions[0].params.get("uncertainty") or {})
     if args.resamples is not None:
         section["resamples"] = args.resamples
-    cmp = compare(revisions, Settings.from_params(section))
+    settings = Settings.from_params(section)
     out = Path(args.out)
+    if args.pool:
+        from lttools.compare import pool_render
+        from lttools.compare.pool import pool
+
+        pooled = pool(revisions, settings)
+        text = pool_render.markdown(pooled)
+        write_text(out / "pooled.md", text)
+        print(json.dumps(pool_render.as_json(pooled), indent=2) if args.json else text)
+        return 0
+    cmp = compare(revisions, settings)
     text = render.markdown(cmp)
     diagram = None
     if cmp.ranking is not None:

@@ -137,27 +137,40 @@ def class_order(labels: np.ndarray) -> np.ndarray:
 @dataclass
 class Result:
     """One result's scores (a method, or a method in one revision), percent, per statistic G:
-    per seed on the test set as it is [S, G], and on every image resample [B, S, G]; each
-    class's images right, seed mean [K]."""
+    per run on the test set as it is [R, G], and on every image resample [B, R, G], the runs
+    backbone-major (R = backbones x seeds); each class's images right, run mean [K]."""
     on_test: np.ndarray
     resampled: np.ndarray
     class_right: np.ndarray
+    backbones: int = 1
 
     @property
     def estimate(self) -> np.ndarray:
         return self.on_test.mean(0)
 
-    def seed_variance(self) -> np.ndarray:
-        """[G]: what the seeds add to the variance of the seed mean, s^2 / S (unbiased), less
-        each seed's image-level disagreement, which the image resamples already hold:
-        (V_1 - V_S) / (S - 1), V_1 the image variance of one seed, V_S of the seed mean."""
-        s = self.on_test.shape[0]
-        if s < 2:
-            return np.zeros(self.on_test.shape[1])
-        v_one = self.resampled.var(0).mean(0)
-        v_mean = self.resampled.mean(1).var(0)
-        return np.maximum(self.on_test.var(0, ddof=1) / s - np.maximum(v_one - v_mean, 0)
-                          / (s - 1), 0)
+    def units(self) -> tuple[np.ndarray, np.ndarray]:
+        """The independent replicates, [U, G] on the test set and [B, U, G] on the resamples:
+        the backbones' seed means when there are several backbones (a backbone's seeds share
+        its features: they are not independent of each other), else the seeds."""
+        if self.backbones < 2:
+            return self.on_test, self.resampled
+        u = self.backbones
+        return (self.on_test.reshape(u, -1, self.on_test.shape[-1]).mean(1),
+                self.resampled.reshape(len(self.resampled), u, -1,
+                                       self.resampled.shape[-1]).mean(2))
+
+
+def replicate_variance(on_test: np.ndarray, resampled: np.ndarray) -> np.ndarray:
+    """[G]: what U replicates ([U, G], [B, U, G] on the resamples) add to the variance of their
+    mean, s^2 / U (unbiased), less each replicate's image-level disagreement, which the image
+    resamples already hold: (V_1 - V_U) / (U - 1), V_1 the image variance of one replicate,
+    V_U of their mean."""
+    u = on_test.shape[0]
+    if u < 2:
+        return np.zeros(on_test.shape[1])
+    v_one = resampled.var(0).mean(0)
+    v_mean = resampled.mean(1).var(0)
+    return np.maximum(on_test.var(0, ddof=1) / u - np.maximum(v_one - v_mean, 0) / (u - 1), 0)
 
 
 @dataclass
@@ -176,13 +189,29 @@ class Bootstrap:
         return float(self.results[name].estimate[self._stat(statistic)])
 
     def _spread(self, names: list, signs: list[float], g: int) -> tuple[float, float]:
-        """Standard error and effective degrees of freedom of sum(sign * seed mean): the image
-        part from the shared resamples (paired), the seed parts each with S - 1 degrees of
-        freedom (Welch-Satterthwaite)."""
+        """Standard error and effective degrees of freedom of sum(sign * run mean): the image
+        part from the shared resamples (paired). With one backbone, the seed parts each with
+        S - 1 degrees of freedom (Welch-Satterthwaite). With B backbones, shared by all the
+        results, the combination is formed backbone by backbone (paired: a backbone moves every
+        method it feeds) and its spread across backbones has B - 1 degrees of freedom."""
         rs = [self.results[n] for n in names]
         image = np.var(sum(sign * r.resampled.mean(1)[:, g] for sign, r in zip(signs, rs)))
-        seed_parts = [(r.seed_variance()[g] if self.settings.seeds == "include" else 0.0,
-                       r.on_test.shape[0] - 1) for r in rs]
+        include = self.settings.seeds == "include"
+        if rs[0].backbones >= 2 and all(r.backbones == rs[0].backbones for r in rs):
+            unit = [r.units() for r in rs]
+            combined = (sum(sign * t[:, g:g + 1] for sign, (t, _) in zip(signs, unit)),
+                        sum(sign * b[..., g:g + 1] for sign, (_, b) in zip(signs, unit)))
+            u = rs[0].backbones
+            spread = float(combined[0].var(0, ddof=1)[0]) / u if include else 0.0
+            part = float(replicate_variance(*combined)[0]) if include else 0.0
+            total = image + part
+            # the random part is the spread across backbones (U - 1 degrees of freedom) before
+            # the image disagreement is taken off it: Welch-Satterthwaite on what varies
+            df = total * total * (u - 1) / (spread * spread) if spread > 0 else math.inf
+            return float(np.sqrt(total)), max(df, 1.0)
+        else:
+            seed_parts = [(replicate_variance(r.on_test, r.resampled)[g] if include else 0.0,
+                           r.on_test.shape[0] - 1) for r in rs]
         total = image + sum(v for v, _ in seed_parts)
         denom = sum(v * v / df for v, df in seed_parts if df > 0 and v > 0)
         return float(np.sqrt(total)), float(total * total / denom) if denom > 0 else math.inf
@@ -227,8 +256,9 @@ class Bootstrap:
 
 def bootstrap(correct: dict, labels: np.ndarray, train_counts: np.ndarray,
               thresholds: tuple[int, int], settings: Settings = Settings()) -> Bootstrap:
-    """`correct`: per result name, [S, N] booleans (seed s got test image i right), all on the
-    same test images `labels`. Every result is scored on the same image resamples."""
+    """`correct`: per result name, [S, N] booleans (seed s got test image i right), or
+    [B, S, N] for B backbone replicates (the same stage-2 seeds on each), all on the same test
+    images `labels`. Every result is scored on the same image resamples."""
     names = list(correct)
     labels = np.asarray(labels, dtype=np.int64)
     shares = group_weights(labels, np.asarray(train_counts), thresholds)  # [G, N]
@@ -236,9 +266,11 @@ def bootstrap(correct: dict, labels: np.ndarray, train_counts: np.ndarray,
     class_sizes = np.bincount(labels, minlength=len(train_counts))
     class_shares = np.stack([np.bincount(labels, row, minlength=len(class_sizes))
                              for row in shares])  # [G, K]: 1 / K_g per member class
-    blocks, seed_counts, class_right = [], [], []
+    blocks, seed_counts, class_right, backbones = [], [], [], []
     for name in names:
         c = np.asarray(correct[name], dtype=np.float64)
+        backbones.append(c.shape[0] if c.ndim == 3 else 1)
+        c = c.reshape(-1, c.shape[-1]) if c.ndim == 3 else c
         if c.ndim != 2 or c.shape[1] != len(labels):
             raise LTError(f"{name}: predictions for {c.shape[-1]} test images, the labels have "
                           f"{len(labels)}")
@@ -253,7 +285,7 @@ def bootstrap(correct: dict, labels: np.ndarray, train_counts: np.ndarray,
     on_test = 100 * columns.sum(0)
     results = {name: Result(on_test[offsets[m]:offsets[m + 1]].reshape(s, g_count),
                             resampled[:, offsets[m]:offsets[m + 1]].reshape(-1, s, g_count),
-                            class_right[m])
+                            class_right[m], backbones[m])
                for m, (name, s) in enumerate(zip(names, seed_counts))}
     return Bootstrap(results, shares.any(1), settings, class_sizes, class_shares)
 
