@@ -11,6 +11,10 @@
 - widths: the default run's intervals (metrics/predictions/*.npz), with and without the seeds,
   at its 1,000 test images per class and on a stratified subsample of 100 per class.
 - calibration: the simulation of tests/test_stats.py with more repetitions.
+- backbones: backbone replicates (B = 3 and 5): the simulation's false-positive rate, coverage
+  and power for a 2-point gap, and the pooled statistics' cost (`lttools compare --pool`:
+  16 methods x B backbones x 3 seeds) at the default size and at ImageNet-LT's with B = 5,
+  against the same results scored as if from one backbone (B x 3 seeds).
 """
 from __future__ import annotations
 
@@ -103,9 +107,51 @@ def calibration(reps: int) -> None:
     print(f"a 4-point gap: found in {power:.1%}, coverage {cover_a:.1%} / {cover_b:.1%}")
 
 
+def backbones(reps: int) -> None:
+    from test_stats import backbone_calibration
+
+    for b in (3, 5):
+        fpr, cover_a, cover_b = backbone_calibration(reps, b, seed=b)
+        power, _, _ = backbone_calibration(reps // 2, b, gap=0.02, seed=4)
+        flat, _, _ = backbone_calibration(reps // 2, b, seed=1, flatten=True)
+        print(f"B = {b} backbones x 3 seeds: false-positive rate {fpr:.1%}, coverage "
+              f"{cover_a:.1%} / {cover_b:.1%} ({reps} repetitions); a 2-point gap found in "
+              f"{power:.1%}; backbones taken for seeds: false-positive rate {flat:.1%}")
+
+
+def pooled_speed(n: int, k: int, b: int) -> None:
+    from lttools.compare.pool import pool
+    from lttools.compare.revisions import MethodAt, Revision
+    from lttools.predictions import Predictions
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(k), n // k)
+    counts = np.maximum(5, (1280 * 0.01 ** (np.arange(k) / (k - 1))).astype(int))
+    revs = []
+    for i in range(b):
+        rev = Revision(f"bb{i}", f"{i:040d}", "", {})
+        for m in range(16):
+            c = rng.random((3, len(labels))) < rng.uniform(0.5, 0.8)
+            rev.methods["ce" if m == 15 else f"m{m}"] = MethodAt(
+                {}, Predictions(labels, c, c, np.arange(3), counts, (100, 20), {}))
+        revs.append(rev)
+    t0 = time.perf_counter()
+    pool(revs, Settings(resamples=2000))
+    ours = time.perf_counter() - t0
+    flat = {k: np.concatenate([r.methods[k].predictions.correct() for r in revs])
+            for k in revs[0].methods}
+    t0 = time.perf_counter()
+    significance({k: Predictions(labels, c, c, np.arange(3 * b), counts, (100, 20), {})
+                  for k, c in flat.items()}, list(flat), Settings(resamples=2000), reference="ce")
+    one = time.perf_counter() - t0
+    print(f"pooled, {n:,} test images, {k} classes, 16 methods x {b} backbones x 3 seeds, 2000 "
+          f"resamples: {ours:.2f} s (the same runs as one backbone's {3 * b} seeds: {one:.2f} s; "
+          f"{ours / one:.2f}x)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--parts", nargs="*", default=["speed", "widths", "calibration"])
+    p.add_argument("--parts", nargs="*", default=["speed", "widths", "calibration", "backbones"])
     p.add_argument("--metrics-root", type=Path, default=ROOT / "metrics")
     p.add_argument("--reps", type=int, default=1000)
     args = p.parse_args()
@@ -116,6 +162,10 @@ def main() -> None:
         widths(args.metrics_root)
     if "calibration" in args.parts:
         calibration(args.reps)
+    if "backbones" in args.parts:
+        backbones(args.reps)
+        pooled_speed(10_000, 10, 3)
+        pooled_speed(50_000, 1000, 5)
 
 
 if __name__ == "__main__":

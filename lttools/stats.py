@@ -49,8 +49,14 @@ class Settings:
     seed: int = 0
     seeds: str = "include"
     correction: str = "holm"
+    margin: float = 0.5  # practical equivalence, percentage points (0: not judged)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.margin, (int, float)) or isinstance(self.margin, bool) or \
+                not 0 <= self.margin < 100:
+            raise LTError(f"uncertainty.margin = {self.margin!r} must be a number of percentage "
+                          "points in [0, 100): differences inside +-margin are called "
+                          "equivalent (0.5 by default; 0 turns equivalence off)")
         if not isinstance(self.resamples, int) or isinstance(self.resamples, bool) or \
                 not 100 <= self.resamples <= 1_000_000:
             raise LTError(f"uncertainty.resamples = {self.resamples!r} must be a whole number "
@@ -79,18 +85,22 @@ class Settings:
     @classmethod
     def from_params(cls, section: dict | None) -> "Settings":
         section = dict(section or {})
-        unknown = sorted(set(section) - {"resamples", "level", "seed", "seeds", "correction"})
+        known = ("resamples", "level", "seed", "seeds", "correction", "margin")
+        unknown = sorted(set(section) - set(known))
         if unknown:
             raise LTError(f"unknown key(s) under `uncertainty:` in params.yaml: {', '.join(unknown)}"
-                          "; known: resamples, level, seed, seeds, correction")
+                          f"; known: {', '.join(known)}")
         return cls(**section)
 
     def describe(self) -> str:
         seeds = ("plus the variance between training seeds (Student's t, Welch-Satterthwaite "
                  "degrees of freedom)" if self.seeds == "include" else "seeds ignored")
+        within = (f"; 'equivalent': the difference's {1 - 2 * self.alpha:.0%} interval lies "
+                  f"within ±{self.margin:g} points (two one-sided tests)" if self.margin > 0
+                  else "")
         return (f"{self.level:.0%} intervals and paired tests: test images resampled within each "
                 f"class ({self.resamples} bootstrap resamples, seed {self.seed}, the same for "
-                f"every method), {seeds}")
+                f"every method), {seeds}{within}")
 
 
 def group_weights(labels: np.ndarray, train_counts: np.ndarray,
@@ -243,6 +253,18 @@ class Bootstrap:
         rate, adjusted = right / n, (right + 0.5) / (n + 1)
         lack = adjusted * (1 - adjusted) / (n + 1) - rate * (1 - rate) / n
         return float(np.sum(a * a * np.maximum(lack, 0)))
+
+    def equivalent(self, a, b, statistic: str = "bacc") -> bool:
+        """Two one-sided tests at alpha (Schuirmann 1987): the difference's 1 - 2 alpha
+        interval lies inside +-margin. Not the same as "no significant difference", which a
+        noisy comparison gives for any gap."""
+        if self.settings.margin <= 0:
+            return False
+        g = self._stat(statistic)
+        est = self.estimate(a, statistic) - self.estimate(b, statistic)
+        se, df = self._spread([a, b], [1.0, -1.0], g)
+        half = se * float(student_t.ppf(1 - self.settings.alpha, df))
+        return -self.settings.margin < est - half and est + half < self.settings.margin
 
     def difference(self, a, b, statistic: str = "bacc") -> tuple[float, float]:
         """Estimate of a - b and the two-sided p-value of 'no difference'."""

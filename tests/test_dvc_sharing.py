@@ -61,7 +61,7 @@ def test_a_pulled_clone_is_up_to_date_and_commits_compare_per_method(clone_a, tm
                                                         "methods.los.lr=0.05"]
     ce, los = table["methods"]["ce"], table["methods"]["los"]
     assert ce[1]["verdict"] == "no change" and ce[1]["change"] == 0
-    assert los[1]["verdict"] in ("better", "worse", "no significant difference")
+    assert los[1]["verdict"] in ("better", "worse", "no significant difference", "equivalent")
     assert los[1]["change"] != 0 and 0 < los[1]["p_adjusted"] <= 1
     for cell in (*ce, *los):
         assert cell["ci_low"] <= cell["test_bacc"] <= cell["ci_high"]
@@ -105,7 +105,27 @@ def test_a_fresh_clone_runs_the_pipeline_and_compares_with_head_without_a_remote
     for cells in table["methods"].values():
         for cell in cells:
             assert 0 <= cell["ci_low"] <= cell["test_bacc"] <= cell["ci_high"] <= 100
-        assert cells[1]["verdict"] in ("no change", "no significant difference"), cells[1]
+        assert cells[1]["verdict"] in ("no change", "equivalent", "no significant difference"), \
+            cells[1]
+
+
+def test_backbone_replicates_pool_as_written(clone_a, tmp_path):
+    """docs/how-sure.md's recipe, as written: two more backbones as experiments, then one
+    leaderboard pooled over the three, each method with its three backbones' numbers."""
+    b = tmp_path / "b"
+    git(tmp_path, "clone", "-q", str(clone_a), str(b))
+    shutil.copytree(clone_a / "data" / "raw", b / "data" / "raw")
+    dvc(b, "pull")
+    lines = doc_recipe("how-sure.md", "backbone replicates")
+    out = run_lines(b, lines)[-1].stdout
+    assert "3 backbone replicates pooled" in out and "| 1 |" in out and "| ce |" in out
+    pooled = json.loads(compare(b, "--pool", "HEAD", "bb-1", "bb-2", "--json").stdout)
+    assert {m["method"] for m in pooled["methods"]} == {"ce", "los"}
+    for m in pooled["methods"]:
+        assert len(m["per_backbone"]) == 3 and len(set(m["per_backbone"])) > 1  # 3 backbones
+        assert 0 <= m["ci_low"] <= m["estimate"] <= m["ci_high"] <= 100
+        assert sum(m["noise"].values()) == pytest.approx(1)
+    assert (b / "comparison" / "pooled.md").exists()
 
 
 def test_shared_experiments_are_listed_after_a_new_commit(clone_a, tmp_path):

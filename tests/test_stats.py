@@ -146,6 +146,8 @@ def test_holm_and_benjamini_hochberg():
     ({"seed": -1}, "uncertainty.seed = -1"),
     ({"seeds": "resample"}, "uncertainty.seeds = 'resample'"),
     ({"correction": "bonferroni"}, "uncertainty.correction = 'bonferroni'"),
+    ({"margin": -0.5}, "uncertainty.margin = -0.5"),
+    ({"margin": "half"}, "uncertainty.margin = 'half'"),
     ({"alpha": 0.05}, "unknown key(s) under `uncertainty:`"),
 ])
 def test_bad_settings_say_what_is_wrong(section, words):
@@ -292,3 +294,22 @@ def test_a_two_point_gap_with_five_backbones_is_usually_found():
     power, cover_a, cover_b = backbone_calibration(200, 5, gap=0.02, seed=4)
     assert power > 0.5, power
     assert 0.9 <= cover_a <= 0.99 and 0.9 <= cover_b <= 0.99, (cover_a, cover_b)
+
+
+def test_equivalent_is_not_the_same_as_no_significant_difference():
+    """A tiny gap measured precisely is equivalent (its 90 % interval inside +-0.5); the same
+    gap on a few noisy images is only 'not significant'; margin 0 judges nothing."""
+    rng = np.random.default_rng(3)
+    big = np.repeat(np.arange(10), 2000)
+    base = np.repeat(rng.random((1, len(big))) < 0.8, 3, 0)  # seeds that agree
+    flip = base.copy()
+    flip[:, :40] = ~flip[:, :40]  # 0.2 points apart at most
+    boot = bootstrap({"a": base, "b": flip}, big, TRAIN_COUNTS, (100, 20), Settings(resamples=300))
+    assert boot.equivalent("a", "b")
+    small = np.repeat(np.arange(10), 20)
+    noisy = {"a": rng.random((3, 200)) < 0.8, "b": rng.random((3, 200)) < 0.8}
+    boot = bootstrap(noisy, small, TRAIN_COUNTS, (100, 20), Settings(resamples=300))
+    assert boot.difference("a", "b")[1] > 0.05 and not boot.equivalent("a", "b")
+    off = bootstrap({"a": base, "b": flip}, big, TRAIN_COUNTS, (100, 20),
+                    Settings(resamples=300, margin=0))
+    assert not off.equivalent("a", "b")

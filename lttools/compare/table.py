@@ -133,7 +133,7 @@ def _paired(out: Comparison, columns: list[int]) -> None:
             v = verdicts[(k, c)]
             cell.change, cell.p_adjusted = v.difference, v.p_adjusted
             cell.verdict = ("better" if v.difference > 0 else "worse") if v.significant \
-                else "no significant difference"
+                else "equivalent" if v.equivalent else "no significant difference"
 
 
 def _same(a, b) -> bool:

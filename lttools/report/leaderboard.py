@@ -128,7 +128,9 @@ def uncertainty_lines(results: list[MethodResult], sig: Significance | None) -> 
         return ["No intervals: no method has stored test predictions (re-run `dvc repro`)."] \
             if ranked(results) else []
     lines = [f"Intervals and tests: {sig.description()} Many / Medium / Few cells give their "
-             "interval in brackets."]
+             "interval in brackets. They hold the test images and the stage-2 seeds of this "
+             "one backbone, not stage 1's own noise: for that, train backbone replicates and "
+             "pool them (`lttools compare --pool`, docs/how-sure.md)."]
     lines += [f"No interval for **{k}**: {why}" for k, why in sig.left_out.items()]
     return lines
 

@@ -21,13 +21,16 @@ class Verdict:
     p: float
     p_adjusted: float
     alpha: float
+    equivalent: bool = False  # the difference lies inside +-margin (two one-sided tests)
+    margin: float = 0.0
 
     @property
     def significant(self) -> bool:
         return self.p_adjusted < self.alpha
 
     def words(self) -> str:
-        return f"{self.difference:+.2f}, {p_text(self.p_adjusted)}"
+        within = f", equivalent (within ±{self.margin:g})" if self.equivalent else ""
+        return f"{self.difference:+.2f}, {p_text(self.p_adjusted)}{within}"
 
 
 def compare_pairs(boot: Bootstrap, pairs: list[tuple[Any, Any]],
@@ -36,8 +39,9 @@ def compare_pairs(boot: Bootstrap, pairs: list[tuple[Any, Any]],
     keyed by the first."""
     raw = [boot.difference(a, b, statistic) for a, b in pairs]
     adjusted = adjust([p for _, p in raw], boot.settings.correction)
-    return {a: Verdict(d, p, pa, boot.settings.alpha)
-            for (a, _), (d, p), pa in zip(pairs, raw, adjusted)}
+    return {a: Verdict(d, p, pa, boot.settings.alpha, boot.equivalent(a, b, statistic),
+                       boot.settings.margin)
+            for (a, b), (d, p), pa in zip(pairs, raw, adjusted)}
 
 
 def compare_all(boot: Bootstrap, names: list, reference,
