@@ -122,9 +122,10 @@ def test_backbone_replicates_pool_as_written(clone_a, tmp_path):
     pooled = json.loads(compare(b, "--pool", "HEAD", "bb-1", "bb-2", "--json").stdout)
     assert {m["method"] for m in pooled["methods"]} == {"ce", "los"}
     for m in pooled["methods"]:
-        assert len(m["per_backbone"]) == 3 and len(set(m["per_backbone"])) > 1  # 3 backbones
+        assert len(m["per_backbone"]) == 3  # one stage-1 epoch on tiny data: maybe at chance
         assert 0 <= m["ci_low"] <= m["estimate"] <= m["ci_high"] <= 100
-        assert sum(m["noise"].values()) == pytest.approx(1)
+        shares = sum(m["noise"].values())  # none when every resample scores the same
+        assert shares == pytest.approx(1) or shares == 0
     assert (b / "comparison" / "pooled.md").exists()
 
 
