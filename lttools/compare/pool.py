@@ -54,6 +54,9 @@ def pool(revisions: list[Revision], settings: Settings) -> Pooled:
                       "more: with 2 the spread across backbones rests on 1 degree of freedom)")
     notes = []
     keys = [k for k in revisions[0].methods if all(k in r.methods for r in revisions)]
+    partial = sorted({k for r in revisions for k in r.methods} - set(keys))
+    if partial:
+        notes.append(f"left out, not in every revision: {', '.join(partial)}")
     correct = {}
     first = None
     for key in keys:
