@@ -29,21 +29,26 @@ def simulate(rng, shift=0.02, gap=0.0, jitter=0.0):
     return correct, labels, 100 * p.mean(), 100 * (p.mean() + gap)
 
 
-def calibration(reps: int, seeds: str, gap: float = 0.0, jitter: float = 0.0, seed: int = 7):
-    """Share of repetitions where the paired test rejects at 0.05, and where each method's
-    95 % interval covers its true balanced accuracy."""
-    rng = np.random.default_rng(seed)
+def rates(reps: int, draw, settings) -> tuple[float, float, float]:
+    """Share of repetitions where the paired test of b against a rejects at 0.05, and where
+    each method's 95 % interval covers its true balanced accuracy. draw() -> (correct, labels,
+    truth_a, truth_b); settings(r) -> the Settings of repetition r."""
     reject = cover_a = cover_b = 0
     for r in range(reps):
-        correct, labels, truth_a, truth_b = simulate(rng, gap=gap, jitter=jitter)
-        boot = bootstrap(correct, labels, TRAIN_COUNTS, (100, 20),
-                         Settings(resamples=500, seed=r, seeds=seeds))
+        correct, labels, truth_a, truth_b = draw()
+        boot = bootstrap(correct, labels, TRAIN_COUNTS, (100, 20), settings(r))
         reject += boot.difference("b", "a")[1] < 0.05
         lo, hi = boot.interval("a")
         cover_a += lo <= truth_a <= hi
         lo, hi = boot.interval("b")
         cover_b += lo <= truth_b <= hi
     return reject / reps, cover_a / reps, cover_b / reps
+
+
+def calibration(reps: int, seeds: str, gap: float = 0.0, jitter: float = 0.0, seed: int = 7):
+    rng = np.random.default_rng(seed)
+    return rates(reps, lambda: simulate(rng, gap=gap, jitter=jitter),
+                 lambda r: Settings(resamples=500, seed=r, seeds=seeds))
 
 
 # 400 repetitions: a rate of 5 % is measured to +-1.1 % (one standard error), 95 % likewise.
@@ -255,19 +260,13 @@ def backbone_calibration(reps: int, backbones: int, gap: float = 0.0, seed: int 
     """Rejection rate of the paired test at 0.05 and both intervals' coverage; `flatten`
     treats the B x S runs as independent seeds of one backbone (what goes wrong)."""
     rng = np.random.default_rng(seed)
-    reject = cover_a = cover_b = 0
-    for r in range(reps):
+
+    def draw():
         correct, labels, truth_a, truth_b = simulate_backbones(rng, backbones, gap)
         if flatten:
             correct = {k: v.reshape(-1, v.shape[-1]) for k, v in correct.items()}
-        boot = bootstrap(correct, labels, TRAIN_COUNTS, (100, 20),
-                         Settings(resamples=300, seed=r))
-        reject += boot.difference("b", "a")[1] < 0.05
-        lo, hi = boot.interval("a")
-        cover_a += lo <= truth_a <= hi
-        lo, hi = boot.interval("b")
-        cover_b += lo <= truth_b <= hi
-    return reject / reps, cover_a / reps, cover_b / reps
+        return correct, labels, truth_a, truth_b
+    return rates(reps, draw, lambda r: Settings(resamples=300, seed=r))
 
 
 @pytest.mark.parametrize("backbones", [3, 5])
