@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lttools.stats import Bootstrap, STATISTICS
+from lttools.stats import STATISTICS, Bootstrap, replicate_variance
 
 
 def probability_better(boot: Bootstrap, a, b, statistic: str = "bacc") -> float:
@@ -52,8 +52,7 @@ def noise_shares(boot: Bootstrap, name, statistic: str = "bacc") -> NoiseShares:
     v_one = resampled[..., g].var(0).mean()
     v_mean = resampled[..., g].mean(1).var()
     images = max((u * v_mean - v_one) / (u - 1), 0.0) if u > 1 else v_mean
-    between = max(units[:, g].var(ddof=1) / u - max(v_one - v_mean, 0) / (u - 1), 0.0) \
-        if u > 1 else 0.0
+    between = float(replicate_variance(units[:, g:g + 1], resampled[..., g:g + 1])[0])
     runs = r.on_test[:, g].reshape(max(r.backbones, 1), -1)
     seeds = 0.0
     if r.backbones >= 2 and runs.shape[1] > 1:
