@@ -107,6 +107,5 @@ def describe(r: Ranking, correction_name: str = "Holm") -> str:
     friedman = "—" if r.friedman_p is None else f"p = {r.friedman_p:.3g}"
     return (f"Ranked across {len(r.blocks)} test sets by test balanced accuracy (1 = best; ties "
             f"share their mean rank). Friedman test that all methods rank alike: {friedman}. "
-            f"Pairs: Wilcoxon signed-rank tests over the test sets, {correction_name}-adjusted; a bar "
-            "in the "
-            f"diagram joins methods no pair test separates at {r.alpha:g}.")
+            f"Pairs: Wilcoxon signed-rank tests over the test sets, {correction_name}-adjusted; "
+            f"a bar in the diagram joins methods no pair test separates at {r.alpha:g}.")

@@ -15,8 +15,7 @@ def _verdict(m: PooledMethod, which: str) -> str:
     v = getattr(m, which)
     if v is None:
         return "—"
-    return ("tied: " if which == "vs_best" and not v.significant else "") + v.words() + \
-        (" (no difference)" if which == "vs_reference" and not v.significant else "")
+    return v.against_best() if which == "vs_best" else v.against_reference()
 
 
 def _share(x: float | None) -> str:

@@ -33,8 +33,7 @@ def versus_best(r: MethodResult, sig: Significance | None) -> str:
         return "—"
     if r.key == sig.best:
         return "best"
-    verdict = sig.vs_best[r.key]
-    return ("tied: " if not verdict.significant else "") + verdict.words()
+    return sig.vs_best[r.key].against_best()
 
 
 def versus_reference(r: MethodResult, sig: Significance | None) -> str:
@@ -42,8 +41,7 @@ def versus_reference(r: MethodResult, sig: Significance | None) -> str:
         return "—"
     if r.key == sig.reference:
         return "reference"
-    verdict = sig.vs_reference[r.key]
-    return verdict.words() + ("" if verdict.significant else " (no difference)")
+    return sig.vs_reference[r.key].against_reference()
 
 
 def selected(r: MethodResult) -> str:

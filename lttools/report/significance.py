@@ -32,6 +32,12 @@ class Verdict:
         within = f", equivalent (within ±{self.margin:g})" if self.equivalent else ""
         return f"{self.difference:+.2f}, {p_text(self.p_adjusted)}{within}"
 
+    def against_best(self) -> str:
+        return ("tied: " if not self.significant else "") + self.words()
+
+    def against_reference(self) -> str:
+        return self.words() + ("" if self.significant else " (no difference)")
+
 
 def compare_pairs(boot: Bootstrap, pairs: list[tuple[Any, Any]],
                   statistic: str = "bacc") -> dict[Any, Verdict]:
