@@ -1,6 +1,8 @@
 """Stage-2 speed: the same heads trained as one batched tensor program vs one at a time
 with nn.Linear + torch.optim.SGD (the reference path), measured in one run; then every
-registered method x 3 seeds through the real stage path (per-epoch evaluation included).
+registered method x 3 seeds through the real stage path (per-epoch evaluation included), on
+one backbone's features, on 3 backbone replicates' as one batched program (the retrain stage's
+path), and on the 3 one after another (the reference for the batched).
 
     python bench/retrain.py                 # CIFAR-100-LT-sized 64-d features, CPU
     python bench/retrain.py --device cuda --dim 512
@@ -11,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 
 from common import lt_features, machine, timed
 from lttools.retrain.plan import make_plan
 from lttools.retrain.reference import train_one_head
 from lttools.retrain.registry import all_methods
-from lttools.retrain.trainer import train_heads
+from lttools.retrain.trainer import train_heads, train_replicates
 
 
 def main() -> None:
@@ -31,6 +34,8 @@ def main() -> None:
                         "method's own on CUDA, 1 on a CPU)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--skip-all-methods", action="store_true")
+    p.add_argument("--backbones", type=int, default=3,
+                   help="backbone replicates in the all-methods part (other features each)")
     p.add_argument("--preset", choices=("imagenet_lt", "inat2018"),
                    help="all methods at ImageNet-LT / iNaturalist 2018 size instead")
     p.add_argument("--rows", type=int, default=None,
@@ -79,16 +84,26 @@ def main() -> None:
 
     if args.skip_all_methods:
         return
-    total = 0.0
+    replicates = [data] + [lt_features(d=args.dim, device=args.device, seed=b)
+                           for b in range(1, args.backbones)]
+    totals = np.zeros(3)
+    b = args.backbones
     print(f"\nall methods x {args.seeds} seeds, registry defaults, as the retrain stage runs "
-          "them (validation every epoch, test where reported):")
+          "them (validation every epoch, test where reported), seconds: one backbone; "
+          f"{b} backbones batched (the stage's path); {b} backbones one after another")
     for name in sorted(all_methods()):
         plan = make_plan(name, {}, {"seeds": list(range(args.seeds))})
-        t, _ = timed(train_heads, plan, data, device=args.device, quiet=True)
-        total += t
-        print(f"  {name:<22} {plan.num_heads:>3} heads {plan.epochs:>3} epochs {t:6.2f} s")
-    print(f"all {len(all_methods())} methods: {total:.1f} s")
-
+        t = [timed(train_heads, plan, data, device=args.device, quiet=True)[0],
+             timed(train_replicates, plan, replicates, device=args.device, quiet=True)[0],
+             timed(lambda: [train_heads(plan, r, device=args.device, quiet=True)
+                            for r in replicates])[0]]
+        totals += t
+        print(f"  {name:<22} {plan.num_heads:>3} heads {plan.epochs:>3} epochs "
+              + " ".join(f"{x:7.2f}" for x in t))
+    print(f"all {len(all_methods())} methods: {totals[0]:.1f} s on one backbone; {b} backbones: "
+          f"{totals[1]:.1f} s batched, {totals[2]:.1f} s one after another")
+    print(f"ratio, {b} backbones batched / one backbone: {totals[1] / totals[0]:.2f} "
+          f"(one after another / batched: {totals[2] / totals[1]:.2f})")
 
 if __name__ == "__main__":
     torch.manual_seed(0)

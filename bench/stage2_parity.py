@@ -109,7 +109,7 @@ def paper_way(plan, splits, backbone_path, seed: int, pad: int) -> dict[str, flo
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", default="data/prepared/dataset.h5")
-    p.add_argument("--backbone", default="models/backbone.pt")
+    p.add_argument("--backbone", default="models/backbones/0.pt")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--methods", nargs="+", default=["ce", "los"])
     p.add_argument("--views", type=int, nargs="+", default=[0, 2, 8])

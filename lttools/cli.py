@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--resamples", type=int, help="bootstrap resamples (default: the first "
                     "revision's uncertainty.resamples)")
     cp.add_argument("--pool", action="store_true", help="the revisions are backbone replicates "
-                    "of one setting (other backbone.seed): one leaderboard over backbones x "
+                    "of one setting (other replicates.seeds): one leaderboard over backbones x "
                     "seeds x test images, with P(A > B) and rank stability (writes pooled.md)")
     sweep_cli.add_parser(sub)
     return p

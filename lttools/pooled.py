@@ -63,3 +63,29 @@ def noise_shares(boot: Bootstrap, name, statistic: str = "bacc") -> NoiseShares:
     if r.backbones < 2:  # the replicates are the seeds of one backbone
         return NoiseShares(images / total, 0.0, between / total)
     return NoiseShares(images / total, (between - seeds) / total, seeds / total)
+
+
+def pair_spreads(boot: Bootstrap, names: list, statistic: str = "bacc") -> np.ndarray:
+    """For every pair of methods: the standard deviation across backbones of their difference
+    (each backbone's seed means), the spread a paired test over backbones works against."""
+    g = STATISTICS.index(statistic)
+    means = [boot.results[n].units()[0][:, g] for n in names]
+    return np.array([np.std(means[i] - means[j], ddof=1) for i in range(len(names))
+                     for j in range(i + 1, len(names))])
+
+
+def backbones_needed(spread: float, gap: float, alpha: float = 0.05, power: float = 0.8,
+                     most: int = 10_000) -> int | None:
+    """The fewest backbones with which a two-sided paired t-test at `alpha` finds a true gap
+    of `gap` points with probability `power`, when the per-backbone difference has standard
+    deviation `spread` (noncentral t; None beyond `most`)."""
+    from scipy.stats import nct, t
+
+    if spread <= 0:
+        return 2
+    for b in range(2, most + 1):
+        df, shift = b - 1, gap / (spread / np.sqrt(b))
+        q = t.ppf(1 - alpha / 2, df)
+        if nct.sf(q, df, shift) + nct.cdf(-q, df, shift) >= power:
+            return b
+    return None

@@ -5,7 +5,8 @@ with Git, so that any clone can compare its results with any commit's without a 
 The file is an .npz of integer arrays (no pickled objects), written byte for byte the same for
 the same results (format 2): class_sizes [K] (test images per class), selected_bits and
 last_bits [S, ceil(N / 8)] (np.packbits of "seed s got image i right", the images in class
-order), seeds [S], train_counts [K], thresholds [2] (Many above, Few below), and test_set: a
+order), seeds [S], backbones [S] (only with several backbone replicates: the replicate of
+each row, rows backbone-major, every backbone with the same stage-2 seeds), train_counts [K], thresholds [2] (Many above, Few below), and test_set: a
 JSON text naming the test images (dataset, the files they came from, a hash of the labels in
 their own order), which decides whether two results may be paired. 3 seeds x 10,000 test images
 take 7.5 KB; ImageNet-LT's 50,000, 37.5 KB.
@@ -44,21 +45,35 @@ class Predictions:
     train_counts: np.ndarray  # [K]
     thresholds: tuple[int, int]
     test_set: dict[str, Any]
+    backbones: np.ndarray | None = None  # [S] each row's backbone replicate (None: one backbone)
 
     @classmethod
     def from_class_ids(cls, labels: np.ndarray, selected: np.ndarray, last: np.ndarray,
                        seeds: np.ndarray, train_counts: np.ndarray, thresholds: tuple[int, int],
-                       test_set: dict[str, Any]) -> "Predictions":
+                       test_set: dict[str, Any], backbones: np.ndarray | None = None,
+                       ) -> "Predictions":
         """From predicted class ids [S, N] in the test set's own order."""
         labels = np.asarray(labels, dtype=np.int64)
         order = np.argsort(labels, kind="stable")
         right = lambda ids: (np.asarray(ids)[:, order] == labels[order][None])  # noqa: E731
         return cls(labels[order], right(selected), right(last), np.asarray(seeds),
-                   np.asarray(train_counts), tuple(int(t) for t in thresholds), test_set)
+                   np.asarray(train_counts), tuple(int(t) for t in thresholds), test_set,
+                   None if backbones is None else np.asarray(backbones))
 
     def correct(self, which: str = "selected") -> np.ndarray:
-        """[S, N] booleans: seed s got test image i right (images in class order)."""
+        """[S, N] booleans: run s got test image i right (images in class order)."""
         return getattr(self, which)
+
+    @property
+    def num_backbones(self) -> int:
+        return 1 if self.backbones is None else len(np.unique(self.backbones))
+
+    def runs(self, which: str = "selected") -> np.ndarray:
+        """What lttools.stats.bootstrap takes: [S, N] for one backbone, [B, S, N] for B
+        backbone replicates."""
+        c = self.correct(which)
+        b = self.num_backbones
+        return c if b < 2 else c.reshape(b, -1, c.shape[-1])
 def identify_test_set(attrs: dict[str, Any], labels: np.ndarray) -> dict[str, Any]:
     """What the test images are, from the feature store's record of the data: the dataset, the
     files the images came from (for an image folder the manifest also covers the training
@@ -102,6 +117,8 @@ def predictions_bytes(p: Predictions) -> bytes:
               "train_counts": np.asarray(p.train_counts, dtype=np.int64),
               "thresholds": np.asarray(p.thresholds, dtype=np.int64),
               "test_set": np.asarray(json.dumps(p.test_set, sort_keys=True))}
+    if p.backbones is not None:
+        arrays["backbones"] = np.asarray(p.backbones, dtype=np.int64)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, arr in arrays.items():
@@ -125,6 +142,7 @@ def load_predictions(source: str | Path | io.BytesIO, name: str | None = None) -
                 raise LTError(f"{where} is not an lttools predictions file (no "
                               f"{', '.join(missing)}); re-run the method's retrain stage")
             a = {k: z[k] for k in (*keys, "test_set")}
+            backbones = z["backbones"] if "backbones" in z.files else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise LTError(f"{where} is unreadable ({exc}); re-run the method's retrain stage "
                       "(`dvc repro -f retrain@<key>`) or `git checkout` it again") from exc
@@ -144,6 +162,11 @@ def load_predictions(source: str | Path | io.BytesIO, name: str | None = None) -
         raise LTError(f"{where}: per-image results of shape {bits['selected'].shape} / "
                       f"{bits['last'].shape} do not match {len(seeds)} seeds x {n} test images; "
                       "re-run the method's retrain stage")
+    if backbones is not None and (backbones.shape != seeds.shape or len(seeds) % len(
+            np.unique(backbones))):
+        raise LTError(f"{where}: backbone replicates {backbones.tolist()} do not match "
+                      f"{len(seeds)} runs (the same stage-2 seeds on each backbone); re-run the "
+                      "method's retrain stage")
     right = {k: np.unpackbits(b, axis=1, count=n).astype(bool) for k, b in bits.items()}
     return Predictions(np.repeat(np.arange(len(sizes)), sizes), right["selected"], right["last"],
-                       seeds, a["train_counts"], thresholds, test_set)
+                       seeds, a["train_counts"], thresholds, test_set, backbones)

@@ -219,8 +219,10 @@ class Bootstrap:
             # the image disagreement is taken off it: Welch-Satterthwaite on what varies
             df = total * total * (u - 1) / (spread * spread) if spread > 0 else math.inf
             return float(np.sqrt(total)), max(df, 1.0)
-        seed_parts = [(replicate_variance(r.on_test, r.resampled)[g] if include else 0.0,
-                       r.on_test.shape[0] - 1) for r in rs]
+        # unpaired replicates (one backbone each, or results on different backbones): each
+        # result's own replicates, its backbones' means when it has several
+        seed_parts = [(replicate_variance(*r.units())[g] if include else 0.0,
+                       r.units()[0].shape[0] - 1) for r in rs]
         total = image + sum(v for v, _ in seed_parts)
         denom = sum(v * v / df for v, df in seed_parts if df > 0 and v > 0)
         return float(np.sqrt(total)), float(total * total / denom) if denom > 0 else math.inf

@@ -1,5 +1,6 @@
 """Stage `report`: leaderboard (metrics/leaderboard.md), PNG plots and reports/report.html."""
 import _this_repo  # noqa: F401  (this repository's lttools, imported first)
+from lttools.replicates import replicate_seeds
 from lttools.report.build import build_report
 from lttools.stage_cli import load_params, parser, run, section
 from lttools.stats import Settings
@@ -13,8 +14,9 @@ def main() -> None:
     args = p.parse_args()
     params = load_params(args.params)
     keys = list(section(params, "methods"))
+    seeds = replicate_seeds(params) if "replicates" in params else None
     page = build_report(keys, args.metrics_root, args.out_dir, args.leaderboard,
-                        Settings.from_params(params.get("uncertainty")))
+                        Settings.from_params(params.get("uncertainty")), seeds)
     print(f"report: {page}")
 
 

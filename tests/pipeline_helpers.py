@@ -20,7 +20,8 @@ IMPORTED = ("examples/imported/dvc.yaml", "examples/imported/params.yaml",
             "examples/imported/.gitignore")
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-FAST = {"backbone": {"epochs": 2, "batch_size": 32, "device": "cpu"},
+FAST = {"replicates": {"seeds": [0]},  # one backbone; tests of replicates name two
+        "backbone": {"epochs": 2, "batch_size": 32, "device": "cpu"},
         "features": {"views": 1, "batch_size": 128, "device": "cpu"},
         "retrain": {"seeds": [0, 1], "views": 1, "epochs": 3, "device": "cpu"}}
 

@@ -94,7 +94,7 @@ def test_a_released_checkpoint_with_another_class_count_gets_a_fitted_head(tmp_p
                      "features": {"head_epochs": 5}}, methods=["ce", "los"])
     out = dvc(repo, "repro")
     assert "no head for 10 classes in the checkpoint (found: linear.weight (64, 100))" in out
-    store = open_store(repo / "data/features/features.h5")
+    store = open_store(repo / "data/features/0/features.h5")
     assert store.attrs["head_source"].startswith("fitted: cross-entropy on the clean cached "
                                                  "training features")
     norm = json.loads(store.attrs["normalization"])

@@ -73,3 +73,40 @@ def test_not_replicates_is_a_clear_error():
     assert [m.key for m in p.methods] == ["ce"]
     assert p.notes == ["left out, not in every revision: focal",
                        "los left out: no per-image results in every revision"]
+
+
+def in_one_revision(revs: list, name: str = "all") -> Revision:
+    """The replicates of `revs` as one revision holds them when the pipeline trained them
+    (replicates.seeds): each method's runs backbone-major, with their backbones."""
+    out = Revision(name, "f" * 40, "replicates.seeds=[0, 1, 2]", {})
+    for key in revs[0].methods:
+        ps = [r.methods[key].predictions for r in revs]
+        right = np.concatenate([p.selected for p in ps])
+        out.methods[key] = MethodAt({}, Predictions(
+            LABELS, right, right, np.tile(np.arange(SEEDS), len(ps)), np.full(K, 100),
+            (100, 20), ps[0].test_set, np.repeat(np.arange(len(ps)), SEEDS)))
+    return out
+
+
+def test_replicates_inside_one_revision_pool_as_separate_revisions_do():
+    """A revision whose pipeline trained the backbones (predictions with backbones) gives the
+    pooled numbers the same backbones give as one revision each; two such revisions pool into
+    all their backbones; `lttools compare` says each column pools them, with its noise."""
+    from lttools.compare.render import as_json
+    from lttools.compare.table import compare
+
+    rates = {"ce": [0.6, 0.55, 0.62], "los": [0.8, 0.78, 0.83]}
+    revs, _ = replicates(rates)
+    apart, together = pool(revs, Settings(resamples=300)), pool([in_one_revision(revs)] * 2,
+                                                               Settings(resamples=300))
+    single = pool([in_one_revision(revs), revs[0]], Settings(resamples=300))
+    assert together.replicates == 6 and single.replicates == 4
+    for a, b in zip(apart.methods, together.methods):
+        assert a.key == b.key and a.estimate == pytest.approx(b.estimate)
+        assert b.backbone_means == pytest.approx(a.backbone_means * 2)
+    table = as_json(compare([in_one_revision(revs, "x"), in_one_revision(revs, "y")],
+                            Settings(resamples=300)))
+    assert [v["backbones"] for v in table["noise"]] == [3, 3]
+    assert sum(table["noise"][0]["shares"].values()) == pytest.approx(1, abs=0.05)
+    assert table["methods"]["ce"][1]["verdict"] == "no change"
+    assert "pools 3 backbone replicates" in table["description"]

@@ -58,10 +58,10 @@ def test_torchrun_two_processes_matches_single_process(dvc_dir):
 
     def train(tag, launcher, **overrides):
         params = {"backbone": {"arch": "resnet32", "epochs": 1, "batch_size": 16, "lr": 0.05,
-                               "seed": 3, "device": "cpu", "sync_bn": True, **overrides}}
+                               "device": "cpu", "sync_bn": True, **overrides}}
         (tmp_path / f"{tag}.yaml").write_text(yaml.safe_dump(params))
         out = subprocess.run(
-            launcher + [str(ROOT / "stages/train_backbone.py"), "--quiet", "--params",
+            launcher + [str(ROOT / "stages/train_backbone.py"), "--quiet", "--seed", "3", "--params",
                         f"{tag}.yaml", "--data", "data.h5", "--out", f"{tag}.pt", "--checkpoint",
                         f"{tag}.ckpt", "--curves", f"{tag}_log"],
             cwd=tmp_path, env=env, capture_output=True, text=True)

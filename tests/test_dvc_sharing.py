@@ -17,7 +17,7 @@ from pipeline_helpers import doc_recipe, dvc, env, fresh_clone, git, run_lines, 
 
 pytestmark = pytest.mark.slow
 SMALL = {"data": {"root": "data/raw", "imb_ratio": 20, "max_per_class": 60, "val_per_class": 10},
-         "backbone": {"epochs": 1}}
+         "backbone": {"epochs": 1}, "replicates": {"seeds": [0, 1, 2]}}
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +99,11 @@ def test_a_fresh_clone_runs_the_pipeline_and_compares_with_head_without_a_remote
     git(tmp_path, "clone", "-q", str(clone_a), str(c))
     dvc(c, "remote", "remove", "shared")
     shutil.copytree(clone_a / "data" / "raw", c / "data" / "raw")  # the same raw files
-    assert "Running stage 'train_backbone'" in dvc(c, "repro")
+    assert "Running stage 'train_backbone@0'" in dvc(c, "repro")
     table = json.loads(compare(c, "HEAD", "workspace", "--json").stdout)
     assert set(table["methods"]) == {"ce", "los"} and not table["notes"], table["notes"]
+    assert [v["backbones"] for v in table["noise"]] == [3, 3]  # both pool 3 backbones
+    assert "pools 3 backbone replicates" in table["description"]
     for cells in table["methods"].values():
         for cell in cells:
             assert 0 <= cell["ci_low"] <= cell["test_bacc"] <= cell["ci_high"] <= 100
@@ -110,19 +112,24 @@ def test_a_fresh_clone_runs_the_pipeline_and_compares_with_head_without_a_remote
 
 
 def test_backbone_replicates_pool_as_written(clone_a, tmp_path):
-    """docs/how-sure.md's recipe, as written: two more backbones as experiments, then one
-    leaderboard pooled over the three, each method with its three backbones' numbers."""
+    """docs/how-sure.md's recipe, as written: three more backbones as an experiment (only
+    those trained), then one leaderboard pooled over the six, each method with its six
+    backbones' numbers."""
     b = tmp_path / "b"
     git(tmp_path, "clone", "-q", str(clone_a), str(b))
     shutil.copytree(clone_a / "data" / "raw", b / "data" / "raw")
     dvc(b, "pull")
     lines = doc_recipe("how-sure.md", "backbone replicates")
-    out = run_lines(b, lines)[-1].stdout
-    assert "3 backbone replicates pooled" in out and "| 1 |" in out and "| ce |" in out
-    pooled = json.loads(compare(b, "--pool", "HEAD", "bb-1", "bb-2", "--json").stdout)
+    outs = run_lines(b, lines)
+    trained = [line for line in outs[0].stdout.splitlines()
+               if line.startswith("Running stage 'train_backbone")]
+    assert sorted(trained) == [f"Running stage 'train_backbone@{s}':" for s in (3, 4, 5)]
+    out = outs[-1].stdout
+    assert "6 backbone replicates pooled" in out and "| 1 |" in out and "| ce |" in out
+    pooled = json.loads(compare(b, "--pool", "HEAD", "more", "--json").stdout)
     assert {m["method"] for m in pooled["methods"]} == {"ce", "los"}
     for m in pooled["methods"]:
-        assert len(m["per_backbone"]) == 3  # one stage-1 epoch on tiny data: maybe at chance
+        assert len(m["per_backbone"]) == 6  # one stage-1 epoch on tiny data: maybe at chance
         assert 0 <= m["ci_low"] <= m["estimate"] <= m["ci_high"] <= 100
         shares = sum(m["noise"].values())  # none when every resample scores the same
         assert shares == pytest.approx(1) or shares == 0

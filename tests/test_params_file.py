@@ -27,7 +27,8 @@ FILES = ["params.yaml", *sorted(p.relative_to(ROOT).as_posix()
 def typed_keys(section: str) -> set[str]:
     if section == "retrain":
         return RETRAIN_KEYS
-    return {f.name for f in dataclasses.fields(KEYS[section])}
+    fields = {f.name for f in dataclasses.fields(KEYS[section])}
+    return fields - {"seed"} if section == "backbone" else fields  # replicates.seeds sets it
 
 
 @pytest.mark.parametrize("path", FILES)
@@ -38,6 +39,15 @@ def test_every_section_lists_every_param(path):
     for section in sections:
         missing = sorted(typed_keys(section) - set(params[section]))
         assert not missing, f"{path}: {section}: lacks {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("path", [f for f in FILES if not f.startswith("examples/")])
+def test_every_pipeline_names_its_backbone_replicates(path):
+    from lttools.replicates import replicate_seeds
+
+    params = yaml.safe_load((ROOT / path).read_text())
+    seeds = replicate_seeds(params)
+    assert seeds == ([0, 1, 2] if path == "params.yaml" else [0]), path
 
 
 def test_params_yaml_as_written_builds_every_typed_config():

@@ -23,7 +23,7 @@ def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     make_fashion_mnist(repo / "data" / "raw", per_class=140, test_per_class=20)
     make_repo(repo, {"data": {"root": "data/raw", "imb_ratio": 30, "max_per_class": 120,
-                              "val_per_class": 10}})
+                              "val_per_class": 10}, "replicates": {"seeds": [0, 1]}})
     dvc(repo, "repro")
     return repo
 
@@ -37,12 +37,14 @@ def test_repro_writes_metrics_for_every_method(repo):
         for name in ("test_acc_mean", "test_acc_std", "test_bacc_mean", "test_many_mean",
                      "test_medium_mean", "test_few_mean", "last_test_acc_mean", "val_bacc_mean"):
             assert isinstance(m[name], (int, float)), (key, name)
-        assert m["num_seeds"] == 2
+        assert m["num_seeds"] == 2 and m["num_backbones"] == 2
         check_metric_values(key, m)
-    backbone = metrics["metrics/backbone/metrics.json"]["data"]
-    assert {"test_acc", "val_bacc", "loss"} <= set(backbone)
-    check_metric_values("backbone", {k: v for k, v in backbone.items() if k != "step"})
-    assert (repo / "data/features/features.h5").exists()
+    for seed in (0, 1):
+        backbone = metrics[f"metrics/backbone/{seed}/metrics.json"]["data"]
+        assert {"test_acc", "val_bacc", "loss"} <= set(backbone)
+        check_metric_values("backbone", {k: v for k, v in backbone.items() if k != "step"})
+        assert (repo / f"data/features/{seed}/features.h5").exists()
+    assert (repo / "models/backbones/0.pt").read_bytes() != (repo / "models/backbones/1.pt").read_bytes()
 
 
 def test_status_is_clean_after_repro(repo):
@@ -100,7 +102,8 @@ def test_report_stage_outputs(repo):
     assert (repo / "reports/report.html").exists()
     assert (repo / "reports/backbone.png").exists()  # from the dvclive stage-1 curves
     plots = dvc(repo, "plots", "show", "--json")
-    assert "metrics/backbone/plots/metrics/val_bacc.tsv" in plots
+    assert "metrics/backbone/1/plots/metrics/val_bacc.tsv" in plots
+    assert (repo / "reports/replicates.png").exists()  # each backbone's mean, per method
 
 
 def test_dvc_workflow_metrics_diff_experiments_and_queue(repo):
@@ -144,7 +147,7 @@ def test_dvc_repro_killed_with_sigkill_resumes_to_the_uninterrupted_weights(repo
     it leaves stage 1 re-trained with other params."""
     set_param(repo, "backbone.epochs", 6)
     set_param(repo, "backbone.checkpoint_every", 1)
-    ck, weights = repo / "models/backbone.ckpt", repo / "models/backbone.pt"
+    ck, weights = repo / "models/backbones/0.ckpt", repo / "models/backbones/0.pt"
 
     def saved_epoch():  # epoch of a checkpoint of this 6-epoch run, else 0
         try:
@@ -153,7 +156,7 @@ def test_dvc_repro_killed_with_sigkill_resumes_to_the_uninterrupted_weights(repo
             return 0
         return state["epoch"] if state["fingerprint"]["epochs"] == 6 else 0
 
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train_backbone"], cwd=repo,
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train_backbone@0"], cwd=repo,
                             env=env(), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     while saved_epoch() < 1 and proc.poll() is None:
@@ -162,10 +165,10 @@ def test_dvc_repro_killed_with_sigkill_resumes_to_the_uninterrupted_weights(repo
     proc.wait()
     interrupted_at = saved_epoch()
     assert 1 <= interrupted_at < 6, "the run finished before it could be killed"
-    dvc(repo, "repro", "train_backbone")
+    dvc(repo, "repro", "train_backbone@0")
     resumed = weights.read_bytes()
     assert not ck.exists()  # a finished run's checkpoint is removed once the model is saved
-    assert [r["epoch"] for r in read_curves(repo / "metrics/backbone")] == list(range(1, 7))
+    assert [r["epoch"] for r in read_curves(repo / "metrics/backbone/0")] == list(range(1, 7))
 
-    dvc(repo, "repro", "--force", "--single-item", "train_backbone")
+    dvc(repo, "repro", "--force", "--single-item", "train_backbone@0")
     assert weights.read_bytes() == resumed  # save_torch writes identical weights identically

@@ -37,7 +37,7 @@ def test_repro_on_image_files(tmp_path, layout):
     assert "manifest sha256" in out
     for key in ("ce", "los", "crt"):
         check_metric_values(key, json.loads((repo / f"metrics/methods/{key}.json").read_text()))
-    store = open_store(repo / "data/features/features.h5")
+    store = open_store(repo / "data/features/0/features.h5")
     assert store.feature_dim == 512 and store.attrs["arch"] == "resnet18"
     if layout == "image_folder":
         assert json.loads(store.attrs["class_names"]) == ["c0", "c1", "c2", "c3"]
@@ -58,13 +58,13 @@ def images_edited_in_place(repo):
     page's line, as written: it re-runs the later stages when the manifest changed, and only
     prepare_data when nothing did."""
     line = doc_recipe("own-data.md", "images changed")
-    ran = lambda out: [s for s in ("prepare_data", "train_backbone", "extract_features")  # noqa: E731
+    ran = lambda out: [s for s in ("prepare_data", "train_backbone@0", "extract_features@0")  # noqa: E731
                        if f"Running stage '{s}'" in out]
     assert ran(run_lines(repo, line)[0].stdout) == ["prepare_data"]  # nothing changed
     image = next((repo / "data/images/train/c0").iterdir())
     from PIL import Image
 
     Image.new("RGB", (20, 12), (255, 0, 0)).save(image, format=Image.open(image).format)
-    assert ran(run_lines(repo, line)[0].stdout) == ["prepare_data", "train_backbone",
-                                                     "extract_features"]
+    assert ran(run_lines(repo, line)[0].stdout) == ["prepare_data", "train_backbone@0",
+                                                     "extract_features@0"]
     assert json.loads(dvc(repo, "status", "--json")) == {}

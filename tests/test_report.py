@@ -138,7 +138,7 @@ def test_leaderboard_and_report_show_the_backbone_and_warn_when_it_differs(metri
     assert "checkpoint sha256 aaaaaaaaaaaaaaaa" in md and "Warning" not in md
     _set_provenance(metrics_root, "crt", "b" * 64)
     md = markdown(load_results(["ce", "los", "crt"], metrics_root))
-    assert "not all trained on the same backbone and features (2 different ones)" in md
+    assert "not all trained on the same backbones and features (2 different sets)" in md
     page = build_report(["ce", "los", "crt"], metrics_root, tmp_path / "reports",
                         tmp_path / "leaderboard.md").read_text()
     assert "Backbone: resnet32" in page and "not all trained on the same backbone" in page
@@ -183,3 +183,58 @@ def test_a_method_without_predictions_is_ranked_and_says_why_it_has_no_interval(
     assert "No interval for **crt**: no " in md and "re-run `dvc repro -f retrain@crt`" in md
     assert "No interval for **los**: " in md and "unreadable" in md
     assert len([l for l in md.splitlines() if re.match(r"\| \d+ \|", l)]) == 3
+
+
+def write_replicated_method(root: Path, key: str, entry: dict, backbones=(0, 1, 2)):
+    """A method re-trained on several backbone replicates (toy features drawn per backbone),
+    as the retrain stage writes it."""
+    from lttools.retrain.summary import replicate_predictions, summarize_replicates
+    from lttools.retrain.trainer import train_replicates
+
+    data = [toy_data(seed=10 + b) for b in backbones]
+    plan = make_plan(key, entry, {"seeds": [0, 1], "epochs": 3, "lr": 0.05})
+    histories = train_replicates(plan, data, quiet=True)
+    metrics, details = summarize_replicates(histories, list(backbones))
+    labels = data[0].test_labels.numpy()
+    predictions = replicate_predictions(histories, labels, (100, 20),
+                                        identify_test_set({"dataset": "toy"}, labels),
+                                        list(backbones))
+    write_results(ResultPaths(root), key, metrics, details, predictions)
+
+
+def test_a_leaderboard_over_backbone_replicates_says_what_they_add(tmp_path):
+    """Three backbones: the intro names them, each method has its per-backbone means, P(A > B)
+    against the best and ce, rank stability and the noise shares; the line on intervals says
+    they hold the backbones and how many backbones a 1- and a 0.5-point gap need; the report
+    draws each method's replicates."""
+    root = tmp_path / "metrics"
+    for key, entry in (("ce", {}), ("los", {}), ("crt", {})):
+        write_replicated_method(root, key, entry)
+    for seed, acc in ((0, 70.0), (1, 72.5), (2, 71.0)):
+        (root / "backbone" / str(seed)).mkdir(parents=True)
+        (root / "backbone" / str(seed) / "metrics.json").write_text(json.dumps({"test_bacc": acc}))
+    results = load_results(["ce", "los", "crt"], root)
+    sig = for_results(results, Settings(resamples=300))
+    assert sig.backbones == 3 and sig.backbone_seeds == [0, 1, 2]
+    md = markdown(results, {0: {"test_bacc": 70.0}, 1: {"test_bacc": 72.5}}, sig)
+    assert "re-training on 3 frozen backbone replicates" in md
+    assert "mean ± std over 3 backbones x 2 seeds" in md
+    assert "| P(> best) | P(> ce) | first / top 3 | noise: images / backbones / seeds |" in md
+    assert "They hold 3 backbone replicates" in md and "on 2 degrees of freedom" in md
+    assert re.search(r"a 1-point gap with 80 % power from (\d+|more than 10,000) backbones", md)
+    table = [l.split("|") for l in md.splitlines() if re.match(r"\| \d+ \|", l)]
+    for row in table:
+        per_backbone = [float(x) for x in row[7].split("/")]
+        assert len(per_backbone) == 3
+        assert float(row[3].split("±")[0]) == pytest.approx(sum(per_backbone) / 3, abs=0.011)
+        first, top3 = (float(x.strip(" %")) for x in row[10].split("/"))
+        assert 0 <= first <= top3 <= 100
+        shares = [float(x.strip(" %")) for x in row[11].split("/")]
+        assert sum(shares) == pytest.approx(100, abs=2) or sum(shares) == 0
+    assert table[0][8].strip() == "—"  # the best has no P(> best)
+    assert "test balanced accuracy 70.00 / 72.50% on backbones 0 / 1 (mean 71.25)" in md
+    page = build_report(["ce", "los", "crt"], root, tmp_path / "reports",
+                        tmp_path / "leaderboard.md", Settings(resamples=300))
+    assert (tmp_path / "reports" / "replicates.png").exists()
+    assert "How far the backbone replicates move each method" in page.read_text()
+    assert "71.17)" in (tmp_path / "leaderboard.md").read_text()  # all three stage-1 heads

@@ -115,3 +115,38 @@ def test_test_scores_only_where_reported_equal_scoring_every_epoch(name):
                                    for c in np.unique(labels)] for s in range(2)])
             bacc = 100 * per_class.mean(1)
             assert lean[0][f"{prefix}_bacc_mean"] == pytest.approx(bacc.mean(), abs=1e-9), which
+
+
+@pytest.mark.parametrize("name", sorted(all_methods()))
+def test_backbone_replicates_trained_at_once_equal_each_alone(name):
+    """The retrain stage's path for several backbones (train_replicates: one batched program,
+    each replicate's heads on its own features and stage-1 head) gives, replicate by
+    replicate, what train_heads gives on that replicate alone: the same selections, scores and
+    per-image predictions."""
+    from lttools.retrain.trainer import train_replicates
+
+    replicates = [toy_data(views=2, seed=s) for s in (1, 2, 3)]
+    plan = make_plan(name, {"method": name, "epochs": 3}, {"seeds": [0, 4]})
+    together = train_replicates(plan, replicates, views=2, quiet=True)
+    alone = [train_heads(plan, r, views=2, quiet=True) for r in replicates]
+    assert len(together) == 3
+    for a, b in zip(alone, together):
+        ma, mb = summarize(a)[0], summarize(b)[0]
+        assert ma.keys() == mb.keys()
+        for key in ma:
+            assert mb[key] == pytest.approx(ma[key], abs=1e-6), key
+        for key in a.predictions:
+            assert torch.equal(a.predictions[key], b.predictions[key]), key
+    # the replicates' features really differ, and so do their results
+    assert not torch.equal(together[0].predictions["selected"], together[1].predictions["selected"])
+
+
+def test_replicates_over_the_memory_budget_train_one_after_another():
+    from lttools.retrain.trainer import train_replicates
+
+    replicates = [toy_data(views=1, seed=s) for s in (1, 2)]
+    plan = make_plan("los", {"method": "los", "epochs": 2, "eps": [0.5, 0.9]}, {"seeds": [0, 1]})
+    tight = train_replicates(plan, replicates, views=1, quiet=True, memory_gb=1e-5)
+    roomy = train_replicates(plan, replicates, views=1, quiet=True)
+    for a, b in zip(tight, roomy):
+        assert summarize(a)[0] == pytest.approx(summarize(b)[0], abs=1e-6)

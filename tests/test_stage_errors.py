@@ -155,3 +155,68 @@ def test_retrain_records_where_its_numbers_come_from(tmp_path):
     import lttools
     assert prov["versions"]["lttools"] == lttools.__version__
     assert prov["versions"]["torch"] == torch.__version__.split("+")[0]
+
+
+@pytest.mark.parametrize("script,seeds,needle", [
+    ("retrain.py", [], "replicates.seeds = [] must be a non-empty list"),
+    ("retrain.py", [0, 1, 0], "names seed(s) [0] more than once"),
+    ("retrain.py", [-1], "replicates.seeds = [-1] must be a non-empty list of whole numbers"),
+    ("retrain.py", "0, 1", "replicates.seeds = '0, 1' must be a non-empty list"),
+    ("train_backbone.py", [1, 1], "names seed(s) [1] more than once"),
+    ("report.py", [], "replicates.seeds = [] must be a non-empty list"),
+])
+def test_bad_backbone_replicates_are_refused(tmp_path, script, seeds, needle):
+    params = {**_retrain_params({"ce": {}}), "replicates": {"seeds": seeds}}
+    args = ["ce", "--results-root", "out"] if script == "retrain.py" else []
+    out = run_stage(tmp_path, script, params, *args)
+    assert out.returncode == 2 and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_old_backbone_seed_is_named_with_where_it_went(tmp_path):
+    out = run_stage(tmp_path, "train_backbone.py", {"backbone": {"seed": 1}})
+    assert out.returncode == 2 and "backbone.seed is now replicates.seeds" in out.stderr
+
+
+def test_retrain_pools_backbone_replicates(tmp_path):
+    """One store per replicate ({seed} in --features): the metrics pool every backbone's runs,
+    the details keep each backbone's numbers, and the per-image results record the backbones."""
+    from lttools.predictions import load_predictions
+
+    for seed in (3, 7):
+        write_gaussian_store(tmp_path / str(seed) / "f.h5", seed=seed)
+    params = {**_retrain_params({"ce": {}}), "replicates": {"seeds": [3, 7]}}
+    out = run_stage(tmp_path, "retrain.py", params, "ce", "--features", "{seed}/f.h5",
+                    "--backbone", "none", "--results-root", "out")
+    assert out.returncode == 0, out.stderr
+    assert "2 backbones x seeds" in out.stdout
+    import json
+    m = json.loads((tmp_path / "out/methods/ce.json").read_text())
+    d = json.loads((tmp_path / "out/details/ce.json").read_text())
+    assert m["num_backbones"] == 2 and d["backbones"] == [3, 7]
+    per = [b["test_bacc_mean"] for b in d["per_backbone"]]
+    assert m["test_bacc_mean"] == pytest.approx(sum(per) / 2)
+    assert per[0] != per[1]
+    assert [p["replicate"] for p in d["replicate_provenance"]] == [3, 7]
+    p = load_predictions(tmp_path / "out/predictions/ce.npz")
+    assert p.backbones.tolist() == [3, 7] and p.runs().shape[:2] == (2, 1)
+    assert 0 <= m["test_bacc_ci_low"] < m["test_bacc_mean"] < m["test_bacc_ci_high"] <= 100
+
+
+def test_retrain_refuses_replicates_on_other_test_images(tmp_path):
+    write_gaussian_store(tmp_path / "0" / "f.h5")
+    write_gaussian_store(tmp_path / "1" / "f.h5", n_test=7)
+    params = {**_retrain_params({"ce": {}}), "replicates": {"seeds": [0, 1]}}
+    out = run_stage(tmp_path, "retrain.py", params, "ce", "--features", "{seed}/f.h5",
+                    "--backbone", "none", "--results-root", "out")
+    assert out.returncode == 2 and "not extracted from the same test images" in out.stderr, \
+        out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unchanged_checkpoint_is_one_backbone_not_several(tmp_path):
+    params = {"replicates": {"seeds": [0, 1]},
+              "backbone": {"init": "models/pretrained/mine.pth", "epochs": 0}}
+    out = run_stage(tmp_path, "train_backbone.py", params)
+    assert out.returncode == 2 and "is one backbone, used as it is" in out.stderr, out.stderr
+    assert "replicates: {seeds: [0]}" in out.stderr

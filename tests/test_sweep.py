@@ -214,8 +214,8 @@ def test_a_sweep_on_the_local_executor_shares_its_backbone(tmp_path):
                   "-S", "methods.los.eps=0.9,0.98")
     assert "2 point(s) on 1 backbone(s)" in out.stdout
     assert set(wait_done(repo).values()) == {"done"}
-    assert logs(repo).count("Running stage 'train_backbone'") == 1
-    assert logs(repo).count("Stage 'train_backbone' is cached") == 2
+    assert logs(repo).count("Running stage 'train_backbone@0'") == 1
+    assert logs(repo).count("Stage 'train_backbone@0' is cached") == 2
     shown = dvc(repo, "exp", "show", "--md")
     assert "los-1" in shown and "los-2" in shown
     table = json.loads(lttools(repo, "compare", "los-1", "los-2", "--json").stdout)
@@ -252,8 +252,8 @@ def test_the_docs_sweep_runs_as_written_on_slurm(slurm, tmp_path):
     assert "| wd-1 | point |" in run_lines(repo, [status])[0].stdout
     states = wait_done(repo)
     assert set(states.values()) == {"done"}, (states, logs(repo)[-3000:])
-    assert logs(repo).count("Running stage 'train_backbone'") == 2
-    assert logs(repo).count("Stage 'train_backbone' is cached") == 4
+    assert logs(repo).count("Running stage 'train_backbone@0'") == 2
+    assert logs(repo).count("Stage 'train_backbone@0' is cached") == 4
     shown = run_lines(repo, [show])[0].stdout
     assert all(f"wd-{i}" in shown for i in range(1, 5))
     table = run_lines(repo, [compare])[0].stdout
@@ -270,7 +270,7 @@ def test_a_cancelled_job_is_reported_and_resubmitted_alone(slurm, tmp_path):
     backbone = sweep.job("backbone-0")
     log = sweep.folder / "logs" / f"{backbone.job_id}_0_log.out"
     deadline = time.monotonic() + 300
-    while "Running stage 'train_backbone'" not in (log.read_text() if log.exists() else ""):
+    while "Running stage 'train_backbone@0'" not in (log.read_text() if log.exists() else ""):
         assert time.monotonic() < deadline, "stage 1 never started"
         time.sleep(0.5)
     time.sleep(1)  # mid stage 1 (30 epochs take several seconds even on a fast CPU)

@@ -1,4 +1,4 @@
-"""`models/backbone.pt`: the stage-1 backbone as a state dict plus what rebuilds it, and
+"""`models/backbones/<seed>.pt`: the stage-1 backbone as a state dict plus what rebuilds it, and
 where its head comes from (trained, imported as is, or missing: to be fitted on features)."""
 from __future__ import annotations
 

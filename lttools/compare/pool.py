@@ -1,5 +1,5 @@
 """`lttools compare --pool REV REV REV`: revisions that are backbone replicates of one setting
-(stage 1 trained again with another `backbone.seed`, everything else alike) pooled into one
+(stage 1 trained again with other `replicates.seeds`, everything else alike) pooled into one
 leaderboard whose intervals and tests hold the backbones, the stage-2 seeds and the test
 images: per method the pooled mean and interval, the paired difference against the best and
 against `ce` (paired backbone by backbone, adjusted), P(A > B), how often it ranks first and in
@@ -42,6 +42,7 @@ class Pooled:
     settings: Settings
     reference: str | None
     notes: list[str] = field(default_factory=list)
+    replicates: int = 0  # backbones pooled (a revision may hold several)
 
     @property
     def best(self) -> str:
@@ -70,10 +71,11 @@ def pool(revisions: list[Revision], settings: Settings) -> Pooled:
             if why:
                 raise LTError(f"{r.short} is not a backbone replicate of {revisions[0].short}: "
                               f"the test sets differ: {why}; pool revisions of one setting")
-        if len({p.selected.shape for p in preds}) > 1:
+        runs = [p.runs().reshape(-1, *p.runs().shape[-2:]) for p in preds]  # [B_i, S, N]
+        if len({r.shape[1:] for r in runs}) > 1:
             notes.append(f"{key} left out: the revisions ran other numbers of stage-2 seeds")
             continue
-        correct[key] = np.stack([p.correct() for p in preds])  # [B, S, N]
+        correct[key] = np.concatenate(runs)  # [B, S, N]: every revision's backbones
     if len(correct) < 1:
         raise LTError("no method has per-image results in every revision; re-run them "
                       "(`dvc repro`) or pool other revisions")
@@ -84,7 +86,8 @@ def pool(revisions: list[Revision], settings: Settings) -> Pooled:
     vs_ref = compare_all(boot, names, reference) if reference else {}
     ranks = rank_shares(boot, names)
     methods = [_method(boot, k, names[0], reference, vs_best, vs_ref, ranks) for k in names]
-    return Pooled([r.short for r in revisions], methods, settings, reference, notes)
+    return Pooled([r.short for r in revisions], methods, settings, reference, notes,
+                  boot.results[names[0]].backbones)
 
 
 def _method(boot: Bootstrap, key: str, best: str, reference: str | None, vs_best: dict,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from lttools.compare.pool import Pooled, PooledMethod
-from lttools.report.leaderboard import bounds
+from lttools.report.leaderboard import bounds, share
 from lttools.report.tables import markdown_table
 
 HEADER = ["rank", "method", "pooled bal. acc", "interval", "per backbone", "vs best",
@@ -18,26 +18,22 @@ def _verdict(m: PooledMethod, which: str) -> str:
     return v.against_best() if which == "vs_best" else v.against_reference()
 
 
-def _share(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}"
-
-
 def rows(p: Pooled) -> list[list[str]]:
     out = []
     for i, m in enumerate(p.methods, start=1):
         out.append([
             str(i), m.key, f"{m.estimate:.2f}", bounds(m.interval),
             " / ".join(f"{x:.2f}" for x in m.backbone_means),
-            "best" if m.key == p.best else _verdict(m, "vs_best"), _share(m.p_beats_best),
+            "best" if m.key == p.best else _verdict(m, "vs_best"), share(m.p_beats_best),
             "reference" if m.key == p.reference else _verdict(m, "vs_reference"),
-            _share(m.p_beats_reference), f"{m.first:.0%} / {m.top3:.0%}",
+            share(m.p_beats_reference), f"{m.first:.0%} / {m.top3:.0%}",
             f"{m.noise.images:.0%} / {m.noise.backbones:.0%} / {m.noise.seeds:.0%}"])
     return out
 
 
 def description(p: Pooled) -> str:
-    b = len(p.backbones)
-    return (f"{b} backbone replicates pooled ({', '.join(p.backbones)}): test balanced accuracy "
+    b = p.replicates or len(p.backbones)
+    return (f"{b} backbone replicates pooled (from {', '.join(p.backbones)}): test balanced accuracy "
             f"(%), the mean over backbones and stage-2 seeds, with its {p.settings.level:.0%} "
             "interval over backbones x seeds x test images (the same resampled images for every "
             "method and backbone; the spread across backbones with Student's t on "

@@ -62,7 +62,16 @@ def description(cmp: Comparison) -> str:
     name = cmp.settings.correction_name
     return (f"Test balanced accuracy (%), mean over seeds [{cmp.settings.level:.0%} interval]; "
             f"changes against {cmp.revisions[0].short} with the paired test's verdict "
-            f"({name}-adjusted over the methods of each column). {cmp.settings.describe()}.")
+            f"({name}-adjusted over the methods of each column). {cmp.settings.describe()}."
+            + "".join(noise_words(cmp, c) for c in sorted(cmp.noise)))
+
+
+def noise_words(cmp: Comparison, column: int) -> str:
+    b, s = cmp.noise[column]
+    return (f" {cmp.labels[column]} ({cmp.revisions[column].short}) pools {b} backbone "
+            "replicates (its intervals and paired tests hold them, paired backbone by "
+            "backbone); its noise, median over the methods: test images "
+            f"{s['images']:.0%}, backbones {s['backbones']:.0%}, stage-2 seeds {s['seeds']:.0%}.")
 
 
 RANK_HEADER = ["average rank", "method", "separated from (adjusted p)"]
@@ -141,6 +150,8 @@ def as_json(cmp: Comparison) -> dict[str, Any]:
                 "loma_mean": c.loma, "rsd_mean": c.rsd}
     return {
         "description": description(cmp), "notes": cmp.notes,
+        "noise": [{"revision": cmp.revisions[c].name, "backbones": b, "shares": s}
+                  for c, (b, s) in sorted(cmp.noise.items())],
         "level": cmp.settings.level, "resamples": cmp.settings.resamples,
         "correction": cmp.settings.correction,
         "revisions": [{"name": r.name, "commit": r.sha, "label": label, "subject": r.subject,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from lttools.errors import LTError
@@ -17,7 +18,8 @@ from lttools.predictions import Predictions, load_predictions
 from lttools.results import ResultPaths
 
 WORKSPACE = "workspace"
-BACKBONE_METRICS = "metrics/backbone/metrics.json"
+BACKBONE_METRICS = "metrics/backbone/{seed}/metrics.json"  # each replicate's stage-1 results
+OLD_BACKBONE_METRICS = "metrics/backbone/metrics.json"  # before replicates
 
 
 @dataclass
@@ -74,10 +76,22 @@ def read_revision(root: str | Path, rev: str, metrics_root: str = "metrics") -> 
             if metrics is None:
                 continue
             out.methods[key] = _method(fs, paths.predictions(key).as_posix(), metrics, rev, key)
-        out.backbone = _json(fs, BACKBONE_METRICS) or {}
+        out.backbone = _stage1(fs, params)
+
         return out
     finally:
         fs.close()
+
+
+def _stage1(fs, params: dict) -> dict[str, Any]:
+    """The stage-1 heads' test results, averaged over the backbone replicates."""
+    seeds = (params.get("replicates") or {}).get("seeds") or []
+    found = [_json(fs, BACKBONE_METRICS.format(seed=s)) for s in seeds] or \
+        [_json(fs, OLD_BACKBONE_METRICS)]
+    found = [f for f in found if isinstance(f, dict)]
+    keys = [k for k in (found[0] if found else {}) if all(
+        isinstance(f.get(k), (int, float)) for f in found)]
+    return {k: float(np.mean([f[k] for f in found])) for k in keys}
 
 
 def _method(fs, path: str, metrics: dict, rev: str, key: str) -> MethodAt:

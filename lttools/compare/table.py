@@ -10,6 +10,7 @@ import numpy as np
 
 from lttools.compare.across import Ranking, rank_across
 from lttools.compare.revisions import Revision, labels
+from lttools.pooled import noise_shares
 from lttools.predictions import pairing_problem
 from lttools.report.significance import compare_pairs
 from lttools.stats import Settings, bootstrap
@@ -36,6 +37,8 @@ class Comparison:
     settings: Settings
     notes: list[str] = field(default_factory=list)
     ranking: Ranking | None = None  # the methods ranked across the revisions (3+ methods)
+    noise: dict[int, tuple[int, dict[str, float]]] = field(default_factory=dict)  # column ->
+    # (backbone replicates, median noise shares over its methods) where it has several
 
     def stage1(self, column: int) -> float | None:
         value = self.revisions[column].backbone.get("test_bacc")
@@ -101,14 +104,26 @@ def _predicted(out: Comparison, columns: list[int]) -> dict[tuple[str, int], np.
 
 def _boot(out: Comparison, preds: dict):
     first = next(iter(preds.values()))
-    return bootstrap({name: p.correct() for name, p in preds.items()}, first.labels,
+    return bootstrap({name: p.runs() for name, p in preds.items()}, first.labels,
                      first.train_counts, first.thresholds, out.settings)
+
+
+def _noise(out: Comparison, boot, preds: dict) -> None:
+    """Per column with several backbone replicates: the shares of a method's mean's variance
+    from the test images, the backbones and the stage-2 seeds (median over its methods)."""
+    for c in sorted({c for _, c in preds}):
+        names = [n for n in preds if n[1] == c and boot.results[n].backbones > 1]
+        if names:
+            shares = [vars(noise_shares(boot, n)) for n in names]
+            out.noise[c] = (boot.results[names[0]].backbones,
+                            {k: float(np.median([s[k] for s in shares])) for k in shares[0]})
 
 
 def _unpaired(out: Comparison, column: int) -> None:
     preds = _predicted(out, [column])
     if preds:
         boot = _boot(out, preds)
+        _noise(out, boot, preds)
         for name in preds:
             out.cells[name].interval = boot.interval(name)
             out.cells[name].verdict = "not paired (other test set)"
@@ -119,6 +134,7 @@ def _paired(out: Comparison, columns: list[int]) -> None:
     if not preds:
         return
     boot = _boot(out, preds)
+    _noise(out, boot, preds)
     for name in preds:
         out.cells[name].interval = boot.interval(name)
     for c in columns[1:]:

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 
 from lttools.atomic import atomic_path  # noqa: E402
 from lttools.report.load import MethodResult, ranked  # noqa: E402
+from lttools.report.significance import Significance  # noqa: E402
 
 GROUPS = (("many", "Many"), ("medium", "Medium"), ("few", "Few"))
 
@@ -124,16 +125,41 @@ def reliability(results: list[MethodResult], path: Path) -> Path:
     return _save(fig, path)
 
 
-def backbone_curve(history: list[dict], path: Path) -> Path:
+def backbone_curve(histories: dict[int, list[dict]], path: Path) -> Path:
+    """Stage-1 training loss and validation accuracy per epoch, one colour per replicate."""
     fig, a = plt.subplots(figsize=(6, 3.6))
-    e = [row["epoch"] for row in history]
-    a.plot(e, [row.get("loss", float("nan")) for row in history], color="C0", label="train loss")
-    a.set(xlabel="stage-1 epoch", ylabel="train loss")
     b = a.twinx()
-    b.plot(e, [row.get("val_bacc", float("nan")) for row in history], color="C1",
-           label="validation balanced accuracy (%)")
+    several = len(histories) > 1
+    for i, (seed, history) in enumerate(sorted(histories.items())):
+        e = [row["epoch"] for row in history]
+        tag = f" (backbone {seed})" if several else ""
+        a.plot(e, [row.get("loss", float("nan")) for row in history], color=f"C{2 * i}",
+               label=f"train loss{tag}")
+        b.plot(e, [row.get("val_bacc", float("nan")) for row in history], color=f"C{2 * i + 1}",
+               label=f"validation balanced accuracy (%){tag}")
+    a.set(xlabel="stage-1 epoch", ylabel="train loss")
     a.grid(alpha=0.3)
     fig.legend(fontsize=7, loc="upper center")
+    return _save(fig, path)
+
+
+def replicate_spread(results: list[MethodResult], sig: Significance, path: Path) -> Path:
+    """Per method (best first): each backbone replicate's mean over seeds as a dot, the pooled
+    mean as a bar and its interval as a line: how far the backbones move each method."""
+    keys = [r.key for r in ranked(results) if r.key in sig.across]
+    fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(keys) + 1.2))
+    for y, key in enumerate(keys):
+        low, high = sig.boot.interval(key)
+        ax.plot([low, high], [y, y], color="0.6", lw=3, solid_capstyle="butt")
+        ax.plot([sig.boot.estimate(key)] * 2, [y - 0.3, y + 0.3], color="k", lw=1.5)
+        for i, x in enumerate(sig.across[key].per_backbone):
+            ax.plot(x, y, "o", ms=4, color=f"C{i % 10}", label=f"backbone {sig.backbone_seeds[i]}" if y == 0 else None)
+    ax.set_yticks(range(len(keys)), keys, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("test balanced accuracy (%): dots per backbone, bar the pooled mean, grey its "
+                  "interval", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
     return _save(fig, path)
 
 
@@ -145,7 +171,8 @@ def _empty(path: Path, text: str) -> Path:
 
 
 def all_plots(results: list[MethodResult], out_dir: Path,
-              backbone_history: list[dict] | None) -> list[tuple[str, Path]]:
+              backbone_history: dict[int, list[dict]] | None,
+              sig: Significance | None = None) -> list[tuple[str, Path]]:
     """(title, path) of every plot written."""
     out = [
         ("Which method wins where: Many / Medium / Few", groups(results, out_dir / "groups.png")),
@@ -159,6 +186,9 @@ def all_plots(results: list[MethodResult], out_dir: Path,
         ("Reliability diagrams (test, selected heads)",
          reliability(results, out_dir / "reliability.png")),
     ]
+    if sig is not None and sig.backbones > 1 and sig.across:
+        out.insert(0, ("How far the backbone replicates move each method",
+                       replicate_spread(results, sig, out_dir / "replicates.png")))
     if backbone_history:
         out.append(("Stage 1 training", backbone_curve(backbone_history, out_dir / "backbone.png")))
     return out

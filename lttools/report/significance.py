@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from lttools.pooled import NoiseShares, noise_shares, pair_spreads, probability_better, rank_shares
 from lttools.predictions import Predictions, pairing_problem
 from lttools.report.load import MethodResult, ranked
 from lttools.stats import STATISTICS, Bootstrap, Settings, adjust, bootstrap
@@ -56,6 +59,17 @@ def compare_all(boot: Bootstrap, names: list, reference,
     return compare_pairs(boot, [(n, reference) for n in names if n != reference], statistic)
 
 
+@dataclass(frozen=True)
+class AcrossBackbones:
+    """What several backbone replicates add for one method (lttools/pooled.py)."""
+    per_backbone: list[float]  # each backbone's seed mean
+    p_beats_best: float | None  # P(A > B) over paired runs
+    p_beats_reference: float | None
+    first: float  # share of backbones where it ranks first
+    top3: float
+    noise: NoiseShares
+
+
 @dataclass
 class Significance:
     settings: Settings
@@ -65,6 +79,10 @@ class Significance:
     vs_best: dict[str, Verdict]
     vs_reference: dict[str, Verdict]
     left_out: dict[str, str] = field(default_factory=dict)  # key -> why it has no interval
+    backbones: int = 1  # backbone replicates the results pool (1: intervals hold one backbone)
+    across: dict[str, AcrossBackbones] = field(default_factory=dict)  # with several backbones
+    backbone_seeds: list[int] = field(default_factory=list)
+    pair_spread: float | None = None  # median over method pairs of their difference's sd
 
     def interval(self, key: str, statistic: str = "bacc") -> tuple[float, float] | None:
         if key not in self.boot.results or not self.boot.available[STATISTICS.index(statistic)]:
@@ -77,7 +95,10 @@ class Significance:
     def description(self) -> str:
         name = self.settings.correction_name
         ref = f" and against {self.reference}" if self.reference else ""
-        return (f"{self.settings.describe()}. Paired tests on the same resampled images against "
+        paired = "the same resampled images"
+        if self.backbones > 1:
+            paired += " and backbone by backbone (a backbone moves every method it feeds)"
+        return (f"{self.settings.describe()}. Paired tests on {paired} against "
                 f"the best method{ref}, {name}-adjusted over the "
                 f"{len(self.vs_best)} comparisons of each kind; 'tied' with the best: adjusted "
                 f"p ≥ {self.settings.alpha:.2g}.")
@@ -98,12 +119,33 @@ def significance(predictions: dict[str, Predictions], order: list[str], settings
         why = pairing_problem(first.test_set, predictions[k].test_set)
         if why:
             left_out[k] = f"not on the same test images as {keys[0]}: {why}"
+        elif predictions[k].runs().shape != first.runs().shape:
+            left_out[k] = (f"its runs ({_runs_words(predictions[k])}) are not those of "
+                           f"{keys[0]} ({_runs_words(first)}): re-run `dvc repro`")
     keys = [k for k in keys if k not in left_out]
-    boot = bootstrap({k: predictions[k].correct() for k in keys}, first.labels,
+    boot = bootstrap({k: predictions[k].runs() for k in keys}, first.labels,
                      first.train_counts, first.thresholds, settings)
     ref = reference if reference in keys and reference != keys[0] else None
-    return Significance(settings, boot, keys[0], ref, compare_all(boot, keys, keys[0]),
-                        compare_all(boot, keys, ref) if ref else {}, left_out)
+    sig = Significance(settings, boot, keys[0], ref, compare_all(boot, keys, keys[0]),
+                       compare_all(boot, keys, ref) if ref else {}, left_out,
+                       first.num_backbones)
+    if sig.backbones > 1:
+        sig.backbone_seeds = list(dict.fromkeys(first.backbones.tolist()))
+        ranks = rank_shares(boot, keys)
+        sig.across = {k: AcrossBackbones(
+            boot.results[k].units()[0][:, 0].tolist(),
+            None if k == keys[0] else probability_better(boot, k, keys[0]),
+            None if ref in (None, k) else probability_better(boot, k, ref),
+            *ranks[k], noise_shares(boot, k)) for k in keys}
+        if len(keys) > 1:
+            sig.pair_spread = float(np.median(pair_spreads(boot, keys)))
+    return sig
+
+
+def _runs_words(p: Predictions) -> str:
+    runs = p.runs()
+    return (f"{runs.shape[0]} seeds" if runs.ndim == 2 else
+            f"{runs.shape[0]} backbones x {runs.shape[1]} seeds")
 
 
 def for_results(results: list[MethodResult], settings: Settings,

@@ -95,6 +95,13 @@ class BestWeights:
         self.epoch = torch.full((heads,), epochs, dtype=torch.long)
         self.params = {k: v.detach().clone() for k, v in params.items()}
 
+    def rows(self, block: slice) -> "BestWeights":
+        """A view of some heads' scores and epochs (not their weights)."""
+        view = object.__new__(BestWeights)
+        view.first, view.score, view.epoch = self.first, self.score[block], self.epoch[block]
+        view.params = {}
+        return view
+
     def update(self, epoch: int, val_bacc: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
         if epoch < self.first:
             return

@@ -9,6 +9,7 @@ their hyper-parameters).
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -81,6 +82,40 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
     return parts[0] if len(parts) == 1 else merge_histories(plan, parts)
 
 
+def train_replicates(plan: Plan, replicates: list[FeatureData], views: int = 0,
+                     device: str | torch.device = "cpu", quiet: bool = False,
+                     memory_gb: float | None = None) -> list[History]:
+    """`plan` on every backbone replicate's features (the same training images, labels and
+    sampling streams; each its own features and stage-1 head), one History each, as
+    train_heads on each alone gives. Where the heads of all replicates fit the memory budget
+    together they train as one batched program (one step updates every replicate's heads);
+    otherwise one replicate after another."""
+    dev = torch.device(device)
+    first = replicates[0]
+    if len(replicates) == 1:
+        return [train_heads(plan, first, views, dev, quiet, memory_gb=memory_gb)]
+    for data in replicates:
+        if views > data.train.shape[0] - 1:
+            return [train_heads(plan, d, views, dev, quiet, memory_gb=memory_gb)
+                    for d in replicates]  # raises its message
+        if not torch.equal(data.train_labels, first.train_labels):
+            raise LTError("the backbone replicates' feature stores hold other training images "
+                          "(labels differ); re-run `dvc repro` so that they read the same data")
+    counts = class_prior(plan, first, dev)
+    plan = resolve_auto(plan, first.class_counts)
+    check_selection_possible(plan, first)
+    k, d = first.head_weight.shape
+    budget = memory_budget(dev, memory_gb)
+    together = dataclasses.replace(plan, seeds=plan.seeds * len(replicates))
+    if len(head_groups(together, budget, k, d)) > 1:
+        return [train_heads(plan, r, views, dev, quiet, memory_gb=memory_gb) for r in replicates]
+    per_row = 4 * k * plan.num_heads * (1 + max(first.val.shape[0], first.test.shape[0]))
+    eval_rows = max(1, budget // 4 // per_row)
+    if dev.type == "cpu":
+        eval_rows = min(eval_rows, max(256, 2 ** 24 // per_row))
+    return _train_group(plan, replicates, views, dev, quiet, True, counts, eval_rows, False)
+
+
 def epoch_batches(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, batch: int,
                   chunk_bytes: int = 32 * 2 ** 20) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """An epoch's batches, features [H, B, D] float32 and labels [H, B], from the draws
@@ -95,36 +130,50 @@ def epoch_batches(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, batch: in
         yield from zip(block.split(batch, 1), labels[:, start:start + rows.shape[1]].split(batch, 1))
 
 
-def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, quiet: bool,
-                 every_epoch: bool, counts: torch.Tensor | None, eval_rows: int,
-                 test_every_epoch: bool, within: bool = True) -> History:
+def _train_group(plan: Plan, data: FeatureData | list[FeatureData], views: int,
+                 dev: torch.device, quiet: bool, every_epoch: bool,
+                 counts: torch.Tensor | None, eval_rows: int, test_every_epoch: bool,
+                 within: bool = True) -> History | list[History]:
+    """One group of heads on one feature set, or (a list) the plan's heads on each backbone
+    replicate's features at once: replicate-major, replicate r's heads r * H .. (r + 1) * H - 1
+    laid out as one replicate's, each sampling the stream of its seed. A list gives one
+    History per replicate."""
+    reps = data if isinstance(data, list) else [data]
+    blocks, per = len(reps), plan.num_heads
     method = plan.method
-    hp = hyper_tensors(plan, dev)
-    seeds = head_seeds(plan)
-    sampler = EpochSampler(method, data.train_labels,
+    hp = {k: v.repeat(blocks) for k, v in hyper_tensors(plan, dev).items()}
+    seeds = head_seeds(plan) * blocks
+    sampler = EpochSampler(method, reps[0].train_labels,
                            [torch.Generator().manual_seed(s) for s in seeds], plan.batch_size,
                            plan.options.get("epoch_size", "reference"))
     head = HEADS[method.head]
-    frozen = {"w": data.head_weight.to(dev), "b": data.head_bias.to(dev)}
+    frozens = [{"w": r.head_weight.to(dev), "b": r.head_bias.to(dev)} for r in reps]
     init_gens = [torch.Generator().manual_seed(10_007 + s) for s in seeds]
-    params = head.init(frozen["w"], frozen["b"], len(seeds), method.reinit, init_gens)
+    parts = [head.init(f["w"], f["b"], per, method.reinit, init_gens[i * per:(i + 1) * per])
+             for i, f in enumerate(frozens)]
+    params = parts[0] if blocks == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    # training reads the stage-1 head per head ([H, K, D]) where the replicates differ
+    frozen = frozens[0] if blocks == 1 else {
+        k: torch.cat([f[k].expand(per, *f[k].shape) for f in frozens]) for k in frozens[0]}
     for p in params.values():
         p.requires_grad_(True)
     opt = BatchedSGD(params, hp["momentum"], hp["weight_decay"])
     caps = None
     if method.constraint == "maxnorm":
         caps = P.maxnorm_caps(params["w"].detach(), hp["thresh"])
-    y_all = data.train_labels.to(dev)
+    rows_each = len(reps[0].train_labels)
+    y_all = reps[0].train_labels.to(dev).repeat(blocks)
+    offsets = (torch.arange(len(seeds), device=dev) // per * rows_each)[:, None]
     history_sc: dict[str, dict[str, list]] = {}
     history_pc: dict[str, dict[str, list]] = {}
-    best = BestWeights(params, plan.epochs) if len(data.val_labels) and every_epoch else None
+    best = BestWeights(params, plan.epochs) if len(reps[0].val_labels) and every_epoch else None
     splits = ("val", "test") if test_every_epoch else ("val",)
 
     recorded = []  # the epochs scored, one history column each
 
     def record(epoch: int):
         recorded.append(epoch)
-        sc, pc, _ = evaluate(plan, params, frozen, data, hp, counts, eval_rows, splits)
+        sc, pc, _ = _evaluate_blocks(plan, params, frozens, reps, hp, counts, eval_rows, splits)
         for split in sc:
             for k, v in sc[split].items():
                 history_sc.setdefault(split, {}).setdefault(k, []).append(v)
@@ -136,9 +185,13 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
     record(0)
     bar = tqdm(range(plan.epochs), desc=f"retrain {plan.key}", unit="epoch", disable=quiet)
     for epoch in bar:
-        x_epoch = data.train[1 + epoch % views if views else 0].to(dev)
+        view = 1 + epoch % views if views else 0
+        x_epoch = reps[0].train[view].to(dev) if blocks == 1 else \
+            torch.cat([r.train[view].to(dev) for r in reps])
         lrs = learning_rates(plan, params, hp, epoch)
         idx = sampler.epoch(counts, hp, epoch, plan.epochs).to(dev)
+        if blocks > 1:
+            idx = idx + offsets  # each replicate's heads read its own rows
         cw = method.class_weights(counts, hp, epoch, plan.epochs) if method.class_weights else None
         for x, y in epoch_batches(x_epoch, y_all, idx, plan.batch_size):
             opt.step(step_gradients(plan, params, frozen, x, y, hp, counts, cw), lrs)
@@ -154,19 +207,25 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
     stack = lambda d: {s: {k: torch.stack(v, 1) for k, v in m.items()} for s, m in d.items()}
     scalars, per_class = stack(history_sc), stack(history_pc)
     columns = len(recorded)
-    at_last, earlier = reported_heads(plan, best,
-                                      None if best is None else scalars["val"]["bacc"][:, -1],
-                                      recorded[-1], within and not test_every_epoch)
-    n_test = len(data.test_labels)
-    predictions = {"last": torch.full((plan.num_heads, n_test), -1, dtype=torch.long),
-                   "selected": torch.full((plan.num_heads, n_test), -1, dtype=torch.long),
-                   "selected_epoch": torch.full((plan.num_heads,), -1)}
+    at_last, earlier = [], []
+    for b in range(blocks):  # selection is per replicate: its heads' rows, offset
+        block = slice(b * per, (b + 1) * per)
+        last, before = reported_heads(
+            plan, None if best is None else best.rows(block),
+            None if best is None else scalars["val"]["bacc"][block, -1], recorded[-1],
+            within and not test_every_epoch)
+        at_last += [b * per + h for h in last]
+        earlier += [b * per + h for h in before]
+    n_test = len(reps[0].test_labels)
+    predictions = {"last": torch.full((len(seeds), n_test), -1, dtype=torch.long),
+                   "selected": torch.full((len(seeds), n_test), -1, dtype=torch.long),
+                   "selected_epoch": torch.full((len(seeds),), -1)}
     at = {}  # history column -> (test scalars, per-class, heads) of the heads scored there
     for rows, weights in ((at_last, params), (earlier, best.params if best else None)):
         if not rows:
             continue
-        sc, pc, pred = evaluate(plan, head_rows(weights, rows), frozen, data, head_rows(hp, rows), counts,
-                                 eval_rows, ("test",), predict=True)
+        sc, pc, pred = _evaluate_blocks(plan, weights, frozens, reps, hp, counts, eval_rows,
+                                        ("test",), predict=True, rows=rows)
         epochs = [recorded[-1] if weights is params else int(best.epoch[h]) for h in rows]
         for i, (h, epoch) in enumerate(zip(rows, epochs)):
             if weights is params:
@@ -180,9 +239,38 @@ def _train_group(plan: Plan, data: FeatureData, views: int, dev: torch.device, q
                                          {k: v[local] for k, v in pc["test"].items()},
                                          [rows[i] for i in local])
     if not test_every_epoch:
-        scalars["test"], per_class["test"] = test_history(columns, at, plan.num_heads)
-    return History(plan, scalars, per_class,
-                   {k: v.detach().cpu() for k, v in params.items()},
-                   np.asarray(data.class_counts if data.class_counts is not None else []),
-                   predictions)
+        scalars["test"], per_class["test"] = test_history(columns, at, len(seeds))
+    final = {k: v.detach().cpu() for k, v in params.items()}
+    histories = [History(plan, {s: {k: v[b * per:(b + 1) * per] for k, v in m.items()}
+                                for s, m in scalars.items()},
+                         {s: {k: v[b * per:(b + 1) * per] for k, v in m.items()}
+                          for s, m in per_class.items()},
+                         {k: v[b * per:(b + 1) * per] for k, v in final.items()},
+                         np.asarray(r.class_counts if r.class_counts is not None else []),
+                         {k: v[b * per:(b + 1) * per] for k, v in predictions.items()})
+                 for b, r in enumerate(reps)]
+    return histories if isinstance(data, list) else histories[0]
 
+
+def _evaluate_blocks(plan: Plan, params, frozens: list, reps: list[FeatureData], hp, counts,
+                     eval_rows: int, splits: tuple[str, ...], predict: bool = False,
+                     rows: list[int] | None = None):
+    """evaluate() of the heads `rows` (all when None, ascending), each on its own replicate's
+    features and stage-1 head, the results in the order of `rows`."""
+    if len(reps) == 1:
+        if rows is None:
+            return evaluate(plan, params, frozens[0], reps[0], hp, counts, eval_rows, splits,
+                            predict)
+        return evaluate(plan, head_rows(params, rows), frozens[0], reps[0], head_rows(hp, rows),
+                        counts, eval_rows, splits, predict)
+    per = plan.num_heads
+    rows = list(range(per * len(reps))) if rows is None else rows
+    parts = []
+    for b, (frozen, data) in enumerate(zip(frozens, reps)):
+        mine = [h for h in rows if h // per == b]
+        if mine:
+            parts.append(evaluate(plan, head_rows(params, mine), frozen, data,
+                                  head_rows(hp, mine), counts, eval_rows, splits, predict))
+    cat = lambda i: {s: {k: torch.cat([p[i][s][k] for p in parts]) for k in parts[0][i][s]}  # noqa: E731
+                     for s in parts[0][i]}
+    return cat(0), cat(1), {s: torch.cat([p[2][s] for p in parts]) for s in parts[0][2]}

@@ -45,7 +45,11 @@ def expensive_sections(dvc_yaml: Path) -> set[str]:
     stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
     found: set[str] = set()
     for name in EXPENSIVE_STAGES:
-        for entry in stages.get(name, {}).get("params", []):
+        stage = stages.get(name, {})
+        foreach = stage.get("foreach")
+        if isinstance(foreach, str) and foreach.startswith("${") and foreach.endswith("}"):
+            found.add(foreach[2:-1])  # the replicates: a new seed is a new backbone
+        for entry in stage.get("do", stage).get("params", []):
             found |= set(entry) if isinstance(entry, dict) else {entry}
     return found
 
