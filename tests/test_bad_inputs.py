@@ -165,7 +165,7 @@ def test_ctrl_c_in_retrain_says_what_happens_and_writes_nothing(tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "train_heads", interrupted)
+    monkeypatch.setattr(run_module, "train_replicates", interrupted)
     params = {"data": DATA, "retrain": RETRAIN, "methods": {"ce": {}}}
     code, err = run_stage(tmp_path, monkeypatch, capsys, "retrain.py", params, "ce",
                           "--features", "f.h5", "--backbone", "none", "--results-root", "out")
