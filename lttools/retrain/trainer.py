@@ -48,6 +48,24 @@ def check_selection_possible(plan: Plan, data: FeatureData) -> None:
                       "(never the test set). Give one value, or set data.val_per_class > 0.")
 
 
+def check_views(views: int, data: FeatureData) -> None:
+    if views > data.train.shape[0] - 1:
+        raise LTError(f"retrain.views = {views} but the feature store holds "
+                      f"{data.train.shape[0] - 1} augmented view(s); lower retrain.views or raise "
+                      "features.views and re-extract")
+
+
+def evaluation_rows(budget: int, k: int, heads: int, data: FeatureData,
+                    dev: torch.device) -> int:
+    """Rows of a split scored at once: the evaluation logits of `heads` heads, [views, heads,
+    rows, K] float32, within a quarter budget and, on a CPU, about 16 MiB a chunk: buffers of
+    that size are reused by the allocator instead of being mapped afresh (and page-faulted) for
+    every chunk."""
+    per_row = 4 * k * heads * (1 + max(data.val.shape[0], data.test.shape[0]))
+    rows = max(1, budget // 4 // per_row)
+    return min(rows, max(256, 2 ** 24 // per_row)) if dev.type == "cpu" else rows
+
+
 def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | torch.device = "cpu",
                 quiet: bool = False, every_epoch: bool = True,
                 memory_gb: float | None = None, test_every_epoch: bool = False) -> History:
@@ -58,24 +76,14 @@ def train_heads(plan: Plan, data: FeatureData, views: int = 0, device: str | tor
     those two epochs identical). The heads are trained in groups that fit `memory_gb` (see
     memory_budget); the features stay resident once for all groups."""
     dev = torch.device(device)
-    if views > data.train.shape[0] - 1:
-        raise LTError(f"retrain.views = {views} but the feature store holds "
-                      f"{data.train.shape[0] - 1} augmented view(s); lower retrain.views or raise "
-                      "features.views and re-extract")
+    check_views(views, data)
     counts = class_prior(plan, data, dev)
     plan = resolve_auto(plan, data.class_counts)
     check_selection_possible(plan, data)
     k, d = data.head_weight.shape
     budget = memory_budget(dev, memory_gb)
     groups = head_groups(plan, budget, k, d)
-    # evaluation logits of a group, [views, heads, rows, K] float32, within a quarter budget
-    # and, on a CPU, about 16 MiB a chunk: buffers of that size are reused by the allocator
-    # instead of being mapped afresh (and page-faulted) for every chunk
-    per_row = 4 * k * max(g.num_heads for g in groups) * (1 + max(data.val.shape[0],
-                                                                  data.test.shape[0]))
-    eval_rows = max(1, budget // 4 // per_row)
-    if dev.type == "cpu":
-        eval_rows = min(eval_rows, max(256, 2 ** 24 // per_row))
+    eval_rows = evaluation_rows(budget, k, max(g.num_heads for g in groups), data, dev)
     parts = [_train_group(g, data, views, dev, quiet, every_epoch, counts, eval_rows,
                           test_every_epoch, within=len(g.grid) == len(plan.grid))
              for g in groups]
@@ -95,9 +103,7 @@ def train_replicates(plan: Plan, replicates: list[FeatureData], views: int = 0,
     if len(replicates) == 1:
         return [train_heads(plan, first, views, dev, quiet, memory_gb=memory_gb)]
     for data in replicates:
-        if views > data.train.shape[0] - 1:
-            return [train_heads(plan, d, views, dev, quiet, memory_gb=memory_gb)
-                    for d in replicates]  # raises its message
+        check_views(views, data)
         if not torch.equal(data.train_labels, first.train_labels):
             raise LTError("the backbone replicates' feature stores hold other training images "
                           "(labels differ); re-run `dvc repro` so that they read the same data")
@@ -109,10 +115,7 @@ def train_replicates(plan: Plan, replicates: list[FeatureData], views: int = 0,
     together = dataclasses.replace(plan, seeds=plan.seeds * len(replicates))
     if len(head_groups(together, budget, k, d)) > 1:
         return [train_heads(plan, r, views, dev, quiet, memory_gb=memory_gb) for r in replicates]
-    per_row = 4 * k * plan.num_heads * (1 + max(first.val.shape[0], first.test.shape[0]))
-    eval_rows = max(1, budget // 4 // per_row)
-    if dev.type == "cpu":
-        eval_rows = min(eval_rows, max(256, 2 ** 24 // per_row))
+    eval_rows = evaluation_rows(budget, k, plan.num_heads, first, dev)
     return _train_group(plan, replicates, views, dev, quiet, True, counts, eval_rows, False)
 
 
