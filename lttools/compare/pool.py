@@ -71,7 +71,7 @@ def pool(revisions: list[Revision], settings: Settings) -> Pooled:
             if why:
                 raise LTError(f"{r.short} is not a backbone replicate of {revisions[0].short}: "
                               f"the test sets differ: {why}; pool revisions of one setting")
-        runs = [p.runs().reshape(-1, *p.runs().shape[-2:]) for p in preds]  # [B_i, S, N]
+        runs = [r.reshape(-1, *r.shape[-2:]) for r in (p.runs() for p in preds)]  # [B_i, S, N]
         if len({r.shape[1:] for r in runs}) > 1:
             notes.append(f"{key} left out: the revisions ran other numbers of stage-2 seeds")
             continue
